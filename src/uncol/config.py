@@ -1,0 +1,450 @@
+"""Typed run configuration: YAML files, ``--set key=value`` overrides and validation.
+
+The configuration is a tree of dataclasses. Every field carries a ``help`` text in its metadata;
+``docs/configuration.md`` is generated from them (``uncol config docs``), so the reference cannot
+drift from the code. Unknown keys, wrong types and invalid values raise :class:`ConfigError` naming
+the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from uncol.errors import ConfigError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best in field specs
+    """A dataclass field with a help text (lists/dicts get a default factory)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how to read it."""
+
+    format: Literal["nifti", "hdf5", "image2d"] = _f("nifti", "Dataset layout / reader.")
+    root: str = _f("", "Dataset root folder. Relative paths are resolved against the current directory.")
+    num_classes: int = _f(2, "Number of classes including background (label values 0..num_classes-1).")
+    class_names: list[str] = _f([], "Optional names of the classes (background first); defaults to the class ids.")
+    in_channels: int = _f(1, "Image channels fed to the network (1 for MRI/CT; 3 for RGB images).")
+    # nifti / image2d folders
+    images_dir: str = _f("imagesTr", "nifti/image2d: folder (relative to root) with the training images.")
+    labels_dir: str = _f("labelsTr", "nifti/image2d: folder (relative to root) with the training labels.")
+    test_images_dir: str = _f("", "nifti/image2d: optional folder of test images (e.g. imagesTs).")
+    test_labels_dir: str = _f("", "nifti/image2d: optional folder of test labels (e.g. labelsTs).")
+    unlabeled_dir: str = _f("", "Optional folder (relative to root) of unlabeled images, any supported format.")
+    channel_suffix: str = _f("_0000", "nifti: suffix of single-channel image files (nnU-Net style); '' when absent.")
+    # hdf5
+    train_list: str = _f("", "hdf5: file (relative to root) naming the training cases, one per line.")
+    val_list: str = _f("", "hdf5: optional file naming validation cases.")
+    test_list: str = _f("", "hdf5: optional file naming test cases.")
+    unlabeled_list: str = _f("", "hdf5: optional file naming extra unlabeled cases (their labels are ignored).")
+    path_pattern: str = _f("{case}.h5", "hdf5: path of a case relative to root; '{case}' is the list entry.")
+    image_key: str = _f("image", "hdf5: dataset key of the image.")
+    label_key: str = _f("label", "hdf5: dataset key of the label.")
+    # image2d
+    mask_match: Literal["stem", "suffix", "regex"] = _f(
+        "stem", "image2d: how masks are matched to images: same stem, stem + mask_suffix, or regex."
+    )
+    mask_suffix: str = _f("_mask", "image2d: suffix added to the image stem to get the mask stem (mask_match=suffix).")
+    match_regex: str = _f(
+        "", "image2d: regex with one group capturing the case id from image and mask file names (mask_match=regex)."
+    )
+    mask_mode: Literal["auto", "binary", "index", "palette"] = _f(
+        "auto",
+        "image2d: how mask pixels map to classes: binary (>127 is 1), index (value is the class), "
+        "palette (palette index is the class), auto (decide per file).",
+    )
+    # common
+    group_regex: str = _f(
+        "",
+        "Regex with one group capturing the patient/subject id from a case id; cases of one group never "
+        "straddle splits. Empty: each case is its own group.",
+    )
+    spacing: list[float] = _f([], "Pixel/voxel spacing to assume where the format stores none (HDF5, PNG).")
+    slice_axis: int = _f(-1, "For 3D volumes used by a 2D model: spatial axis to slice along; -1 = reader default.")
+    normalize: Literal["none", "zscore", "minmax", "percentile"] = _f(
+        "zscore", "Per-case intensity normalisation applied before the network."
+    )
+
+
+@dataclass
+class SplitConfig:
+    """How cases are split into train/val/test and labeled/unlabeled."""
+
+    seed: int = _f(0, "Seed of the case-level random split and of the random labeled subset.")
+    val_fraction: float = _f(0.1, "Fraction of groups used for validation when no val list/folder exists.")
+    test_fraction: float = _f(0.2, "Fraction of groups used for test when no test list/folder exists.")
+    labeled: float = _f(
+        1.0,
+        "Labeled training subset: a value > 1 is a count of groups (patients), a value in (0, 1] a ratio "
+        "of training groups. The remaining training cases are used as unlabeled data.",
+    )
+    labeled_order: Literal["list", "random"] = _f(
+        "list", "Which groups are labeled: the first ones in list/file order (literature protocol) or a seeded random draw."
+    )
+
+
+@dataclass
+class ModelConfig:
+    """The segmentation network."""
+
+    arch: Literal["unet2d", "unet3d", "vnet"] = _f("unet2d", "Network architecture (2D U-Net, 3D U-Net, V-Net).")
+    channels: list[int] = _f([16, 32, 64, 128, 256], "Feature channels per resolution level.")
+    dropout: float = _f(0.0, "Dropout probability in the network.")
+    norm: Literal["batch", "instance"] = _f("batch", "Normalisation layer.")
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (random parameters sampled per sample from a seeded generator)."""
+
+    flip: bool = _f(True, "Random flips along each spatial axis.")
+    rotate90: bool = _f(True, "Random in-plane 90-degree rotations.")
+    rotate_degrees: float = _f(20.0, "Maximum in-plane rotation angle (degrees); 0 disables.")
+    intensity: bool = _f(True, "Random intensity scale/shift and gamma.")
+    noise_std: float = _f(0.0, "Standard deviation of additive Gaussian noise (after normalisation); 0 disables.")
+
+
+@dataclass
+class MethodConfig:
+    """The training method and its semi-supervised settings."""
+
+    name: Literal["supervised"] = _f("supervised", "Training method.")
+    unlabeled_batch_size: int = _f(0, "Unlabeled samples per batch (semi-supervised methods).")
+    ema_decay: float = _f(0.99, "Momentum of the EMA (mean-teacher) weights.")
+    consistency_weight: float = _f(0.1, "Maximum weight of the unsupervised loss.")
+    consistency_rampup: float = _f(
+        0.4, "Fraction of training over which the unsupervised weight ramps up (Gaussian exp(-5(1-t)^2))."
+    )
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation loop, checkpointing and logging."""
+
+    iterations: int = _f(1000, "Number of optimiser steps.")
+    batch_size: int = _f(8, "Labeled samples per batch.")
+    patch_size: list[int] = _f([256, 256], "Network input size: 2D slices are resized to it; 3D patches are cropped to it.")
+    resize_2d: bool = _f(True, "2D: resize slices to patch_size (True) or random-crop/pad to it (False).")
+    lr: float = _f(0.01, "Initial learning rate.")
+    optimizer: Literal["sgd", "adamw"] = _f("sgd", "Optimiser (SGD with momentum 0.9, or AdamW).")
+    weight_decay: float = _f(1e-4, "Weight decay.")
+    schedule: Literal["poly", "cosine", "constant"] = _f("poly", "Learning-rate schedule (poly: (1-t)^0.9).")
+    seed: int = _f(0, "Seed of weights init, sampling and augmentation; a resumed run reproduces it exactly.")
+    device: str = _f("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'.")
+    amp: bool = _f(True, "Mixed precision on CUDA (ignored on CPU).")
+    num_workers: int = _f(0, "Data-loading worker processes (results do not depend on it).")
+    threads: int = _f(0, "CPU threads used by torch; 0 keeps torch's default.")
+    val_every: int = _f(200, "Validate (and keep the best checkpoint) every N steps; 0 only at the end.")
+    checkpoint_every: int = _f(100, "Write the resumable checkpoint every N steps.")
+    log_every: int = _f(10, "Write loss values to CSV/TensorBoard every N steps.")
+    val_max_cases: int = _f(0, "Validate on at most N validation cases (0 = all) to bound validation time.")
+    loss_dice_weight: float = _f(1.0, "Weight of the Dice loss in the supervised loss.")
+    loss_ce_weight: float = _f(1.0, "Weight of the cross-entropy loss in the supervised loss.")
+
+
+@dataclass
+class EvalConfig:
+    """Whole-case evaluation and inference."""
+
+    checkpoint: Literal["best", "final"] = _f("best", "Weights to evaluate: best on validation, or final.")
+    convention: Literal["standard", "medpy"] = _f("standard", "Metric convention (see docs/metrics.md).")
+    empty_both: Literal["skip", "perfect"] = _f(
+        "skip",
+        "standard convention, class absent from both prediction and reference: 'skip' leaves every metric "
+        "null (excluded from means), 'perfect' scores Dice/Jaccard 1 and distances 0. Always counted in empty_cases.",
+    )
+    empty_one: Literal["zero", "skip"] = _f(
+        "zero",
+        "standard convention, class in exactly one of prediction/reference: 'zero' scores Dice/Jaccard 0 and "
+        "leaves distances null, 'skip' leaves every metric null. Always counted in empty_cases.",
+    )
+    sw_overlap: float = _f(0.5, "3D sliding-window overlap.")
+    sw_batch_size: int = _f(4, "3D sliding-window batch size.")
+    slice_batch_size: int = _f(16, "2D: slices predicted at once.")
+
+
+@dataclass
+class Config:
+    """A complete run configuration."""
+
+    name: str = _f("run", "Run name (used for the run folder).")
+    output_dir: str = _f("runs", "Parent folder of run folders.")
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Dataset."})
+    split: SplitConfig = field(default_factory=SplitConfig, metadata={"help": "Splits."})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Network."})
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "Augmentation."})
+    method: MethodConfig = field(default_factory=MethodConfig, metadata={"help": "Training method."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Training loop."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for 2D networks, 3 for 3D networks."""
+        return 2 if self.model.arch == "unet2d" else 3
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML-serialisable)."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """YAML text of the whole resolved configuration."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list[{_type_name(get_args(tp)[0])}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp`` (with the few safe coercions YAML needs)."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of options, got {type(value).__name__} {value!r}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        (item_tp,) = get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported option type {tp!r}")  # pragma: no cover - programming error
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"unknown option '{where}'; valid options here: {', '.join(sorted(names))}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            kwargs[f.name] = _coerce(values[f.name], hints[f.name], f"{prefix}.{f.name}" if prefix else f.name)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{p}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``key=value`` override; the value is read as YAML (``3``, ``0.1``, ``[1,2]``, ``true``)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
+    return key, value
+
+
+def config_from_dict(values: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build and validate a :class:`Config` from a nested dict plus ``key=value`` overrides."""
+    tree = _deep_copy(values or {})
+    for ov in overrides:
+        key, value = parse_override(ov)
+        _set_dotted(tree, key, value)
+    cfg = _build(Config, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config file (or the defaults when ``path`` is None) and apply overrides.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, unknown key, wrong type or invalid value.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        values = loaded
+    try:
+        return config_from_dict(values, overrides)
+    except ConfigError as e:
+        if path is not None:
+            raise ConfigError(f"{path}: {e}") from None
+        raise
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    d = cfg.data
+    if d.num_classes < 2:
+        raise ConfigError(f"data.num_classes: must be >= 2 (background + at least one class), got {d.num_classes}")
+    if d.class_names and len(d.class_names) != d.num_classes:
+        raise ConfigError(
+            f"data.class_names: {len(d.class_names)} names given for data.num_classes={d.num_classes}"
+        )
+    if d.in_channels < 1:
+        raise ConfigError("data.in_channels: must be >= 1")
+    if any(s <= 0 for s in d.spacing):
+        raise ConfigError(f"data.spacing: values must be > 0, got {d.spacing}")
+    s = cfg.split
+    for k in ("val_fraction", "test_fraction"):
+        v = getattr(s, k)
+        if not 0.0 <= v < 1.0:
+            raise ConfigError(f"split.{k}: must be in [0, 1), got {v}")
+    if s.val_fraction + s.test_fraction >= 1.0:
+        raise ConfigError("split.val_fraction + split.test_fraction must be < 1")
+    if s.labeled <= 0 or (s.labeled > 1 and not float(s.labeled).is_integer()):
+        raise ConfigError(f"split.labeled: a ratio in (0, 1] or a whole count > 1, got {s.labeled}")
+    t = cfg.train
+    nd = cfg.spatial_dims
+    if len(t.patch_size) != nd:
+        raise ConfigError(f"train.patch_size: {nd} values needed for model.arch={cfg.model.arch}, got {t.patch_size}")
+    if any(p < 8 for p in t.patch_size):
+        raise ConfigError(f"train.patch_size: each size must be >= 8, got {t.patch_size}")
+    factor = 2 ** (len(cfg.model.channels) - 1)
+    if any(p % factor for p in t.patch_size):
+        raise ConfigError(
+            f"train.patch_size: {t.patch_size} must be divisible by {factor} "
+            f"(2^(levels-1) for model.channels of length {len(cfg.model.channels)})"
+        )
+    for k in ("iterations", "batch_size"):
+        if getattr(t, k) < 1:
+            raise ConfigError(f"train.{k}: must be >= 1")
+    for k in ("val_every", "checkpoint_every", "num_workers", "threads", "val_max_cases"):
+        if getattr(t, k) < 0:
+            raise ConfigError(f"train.{k}: must be >= 0")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr: must be > 0, got {t.lr}")
+    if len(cfg.model.channels) < 2:
+        raise ConfigError("model.channels: at least 2 levels")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError("model.dropout: must be in [0, 1)")
+    if not 0.0 <= cfg.eval.sw_overlap < 1.0:
+        raise ConfigError("eval.sw_overlap: must be in [0, 1)")
+    m = cfg.method
+    if not 0.0 < m.ema_decay < 1.0:
+        raise ConfigError(f"method.ema_decay: must be in (0, 1), got {m.ema_decay}")
+    if m.unlabeled_batch_size < 0:
+        raise ConfigError("method.unlabeled_batch_size: must be >= 0")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reference documentation
+
+
+def config_reference_markdown() -> str:
+    """Markdown reference of every option, generated from the dataclasses (docs/configuration.md)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated by `uncol config docs > docs/configuration.md`; do not edit by hand. -->",
+        "",
+        "A run is configured by one YAML file whose top-level sections are listed below. Any option can be",
+        "overridden on the command line with `--set section.option=value` (the value is read as YAML).",
+        "Unknown options and wrong types are errors that name the option.",
+        "",
+    ]
+    root = Config()
+    top_simple = [f for f in dataclasses.fields(Config) if not dataclasses.is_dataclass(getattr(root, f.name))]
+    hints = typing.get_type_hints(Config)
+    lines += ["## Top level", "", "| option | type | default | meaning |", "|---|---|---|---|"]
+    for f in top_simple:
+        lines.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{getattr(root, f.name)!r}` | {f.metadata['help']} |")
+    lines.append("")
+    for f in dataclasses.fields(Config):
+        sub = getattr(root, f.name)
+        if not dataclasses.is_dataclass(sub):
+            continue
+        cls = type(sub)
+        lines += [f"## `{f.name}`: {(cls.__doc__ or '').strip()}", ""]
+        lines += ["| option | type | default | meaning |", "|---|---|---|---|"]
+        sub_hints = typing.get_type_hints(cls)
+        for sf in dataclasses.fields(cls):
+            default = getattr(sub, sf.name)
+            tn = _type_name(sub_hints[sf.name]).replace("|", "\\|")
+            lines.append(f"| `{f.name}.{sf.name}` | {tn} | `{default!r}` | {sf.metadata['help']} |")
+        lines.append("")
+    return "\n".join(lines)
