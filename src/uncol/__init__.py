@@ -1,5 +1,32 @@
-"""uncol: label-efficient medical image segmentation (UnCoL and semi-supervised baselines)."""
+"""uncol: label-efficient medical image segmentation (UnCoL and semi-supervised baselines).
+
+The public API (``uncol.train``, ``uncol.evaluate``, ``uncol.predict``, ``uncol.score``,
+``uncol.check_data``, ``uncol.demo``) is imported lazily so that ``import uncol`` stays cheap.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+_API = {"train", "evaluate", "predict", "score", "check_data", "resolve_config"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from uncol import api
+
+        return getattr(api, name)
+    if name == "demo":
+        from uncol.demo import run_demo
+
+        return run_demo
+    if name in ("Config", "load_config"):
+        from uncol import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'uncol' has no attribute {name!r}")
+
+
+__all__ = ["Config", "check_data", "demo", "evaluate", "load_config", "predict", "score", "train"]

@@ -1,0 +1,115 @@
+"""The public Python API; the ``uncol`` command line is a thin layer over these functions.
+
+Example (in a notebook)::
+
+    import uncol
+    result = uncol.train("configs/acdc_supervised.yaml", overrides=["train.iterations=200"])
+    print(result["test"]["summary"]["mean"]["dice"])
+    uncol.predict(result["run_dir"], ["scan.nii.gz"], out_dir="masks/")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from uncol.config import Config, load_config
+from uncol.engine import RunPaths, Trainer, load_run_config
+from uncol.errors import UncolError
+
+
+def resolve_config(config: str | Path | Config | None, overrides: Sequence[str] = ()) -> Config:
+    """A :class:`Config` from a YAML path, a run folder (its stored config), or a Config object."""
+    if isinstance(config, Config):
+        if overrides:
+            from uncol.config import config_from_dict
+
+            return config_from_dict(config.to_dict(), list(overrides))
+        return config
+    if config is not None and Path(config).is_dir():
+        cfg = load_run_config(config)
+        if overrides:
+            from uncol.config import config_from_dict
+
+            cfg = config_from_dict(cfg.to_dict(), list(overrides))
+        return cfg
+    return load_config(config, list(overrides))
+
+
+def run_dir_of(cfg: Config) -> Path:
+    """The run folder of a configuration: ``output_dir/name``."""
+    return Path(cfg.output_dir) / cfg.name
+
+
+def train(
+    config: str | Path | Config,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    evaluate_splits: Sequence[str] = ("val", "test"),
+    show_progress: bool = True,
+    run_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train a model, then evaluate the validation-selected weights on ``evaluate_splits``.
+
+    Args:
+        config: YAML path, run folder (to resume it) or Config.
+        overrides: ``key=value`` overrides.
+        resume: continue an interrupted run from its last checkpoint.
+        evaluate_splits: splits to score after training (empty to skip).
+        show_progress: draw progress bars.
+        run_dir: run folder; default ``output_dir/name``, or ``config`` itself when it is a run folder.
+
+    Returns:
+        ``{"run_dir": str, "train": summary dict, "<split>": metrics dict, ...}``.
+    """
+    cfg = resolve_config(config, overrides)
+    if run_dir is None:
+        run_dir = Path(config) if (not isinstance(config, Config) and Path(config).is_dir()) else run_dir_of(cfg)
+    summary = Trainer(cfg, run_dir, resume=resume, show_progress=show_progress).fit()
+    out: dict[str, Any] = {"run_dir": str(run_dir), "train": summary.to_json()}
+    from uncol.evaluate import evaluate_run
+
+    splits = RunPaths(run_dir)
+    for split in evaluate_splits:
+        from uncol.data.splits import load_splits
+
+        if getattr(load_splits(splits.splits), split):
+            out[split] = evaluate_run(run_dir, split, show_progress=show_progress)
+    return out
+
+
+def evaluate(run_dir: str | Path, split: str = "test", **kwargs: Any) -> dict[str, Any]:
+    """Score a trained run on a split; see :func:`uncol.evaluate.evaluate_run`."""
+    from uncol.evaluate import evaluate_run
+
+    return evaluate_run(run_dir, split, **kwargs)
+
+
+def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any) -> list[Path]:
+    """Segment files with a trained run; see :func:`uncol.predict.predict_files`."""
+    from uncol.predict import predict_files
+
+    return predict_files(run_dir, inputs, out_dir, **kwargs)
+
+
+def score(pred: str | Path, gt: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Score prediction files against reference files; see :func:`uncol.score.score`."""
+    from uncol.score import score as _score
+
+    return _score(pred, gt, **kwargs)
+
+
+def check_data(path_or_config: str | Path, overrides: Sequence[str] = ()):
+    """Check a dataset given as a folder (layout auto-detected) or a YAML config."""
+    from uncol.data.check import check_dataset
+    from uncol.data.layout import detect_layout
+
+    p = Path(path_or_config)
+    if p.is_dir():
+        data_cfg = detect_layout(p)
+    elif p.is_file():
+        data_cfg = load_config(p, list(overrides)).data
+    else:
+        raise UncolError(f"{p}: no such file or folder")
+    return check_dataset(data_cfg)

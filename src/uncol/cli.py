@@ -1,0 +1,218 @@
+"""The ``uncol`` command line: a thin layer over :mod:`uncol.api`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from uncol.errors import UncolError
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config option, e.g. --set train.iterations=500 (repeatable)",
+    )
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's train.device)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``uncol`` command."""
+    parser = argparse.ArgumentParser(
+        prog="uncol", description="Label-efficient medical image segmentation (UnCoL and semi-supervised baselines)."
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model from a YAML config (or resume a run folder)")
+    p.add_argument("config", help="YAML config, or a run folder to resume")
+    _add_set(p)
+    _add_device(p)
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation on val/test after training")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("evaluate", help="score a trained run on its val or test split")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--split", choices=["val", "test"], default="test")
+    p.add_argument("--checkpoint", choices=["best", "final"], default=None)
+    p.add_argument("--convention", choices=["standard", "medpy"], default=None)
+    p.add_argument("--save-predictions", action="store_true", help="write predicted masks into the run folder")
+    _add_device(p)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("predict", help="segment image files with a trained run (geometry kept)")
+    p.add_argument("run", help="run folder")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder for the masks")
+    p.add_argument("--checkpoint", choices=["best", "final"], default=None)
+    _add_device(p)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("score", help="score predicted masks against reference masks (files or folders)")
+    p.add_argument("pred")
+    p.add_argument("gt")
+    p.add_argument("--spacing", nargs="+", type=float, default=None, metavar="S", help="pixel/voxel spacing (overrides headers)")
+    p.add_argument("--convention", choices=["standard", "medpy"], default="standard")
+    p.add_argument("--num-classes", type=int, default=None, help="classes incl. background (default: max label + 1)")
+    p.add_argument("--json", dest="json_out", default=None, help="write the results as JSON here")
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    c = dsub.add_parser("check", help="report cases, shapes, spacing, labels and every problem found")
+    c.add_argument("path", help="dataset folder (layout auto-detected) or YAML config")
+    _add_set(c)
+    c.add_argument("--json", dest="json_out", default=None, help="also write the report as JSON")
+
+    p = sub.add_parser("demo", help="train and evaluate on real MRI shipped with nilearn (no download)")
+    p.add_argument("--out", default="runs", help="parent folder of the demo data and run (default: runs)")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    c = csub.add_parser("show", help="print the resolved configuration")
+    c.add_argument("config", nargs="?", default=None)
+    _add_set(c)
+    csub.add_parser("docs", help="print the configuration reference (Markdown)")
+    return parser
+
+
+def _version() -> str:
+    from uncol import __version__
+
+    return f"uncol {__version__}"
+
+
+def _print_metrics(title: str, metrics: dict, class_names: Sequence[str] | None = None) -> None:
+    from uncol.metrics import format_table
+
+    print(f"\n{title}")
+    print(format_table(metrics, class_names))
+
+
+def _class_names(run: str | Path) -> list[str] | None:
+    from uncol.engine import load_run_config
+
+    names = load_run_config(run).data.class_names
+    return names or None
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from uncol import api
+
+    overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
+    splits = () if a.no_eval else ("val", "test")
+    res = api.train(a.config, overrides, resume=a.resume, evaluate_splits=splits, show_progress=not a.quiet)
+    t = res["train"]
+    print(f"\nrun folder: {res['run_dir']}")
+    print(f"steps: {t['steps_done']}/{t['iterations']}, time {t['seconds']:.0f} s, parameters {t['parameters']:,}")
+    if t["best_val_dice"] is not None:
+        print(f"best validation Dice {t['best_val_dice']:.4f} at step {t['best_step']}")
+    names = _class_names(res["run_dir"])
+    for split in splits:
+        if split in res:
+            _print_metrics(f"{split} ({res[split]['convention']} convention)", res[split], names)
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from uncol import api
+
+    res = api.evaluate(
+        a.run, a.split, checkpoint=a.checkpoint, convention=a.convention, device=a.device,
+        save_predictions=a.save_predictions, show_progress=not a.quiet,
+    )
+    _print_metrics(f"{a.split} ({res['convention']} convention, {res['checkpoint']} checkpoint)", res, _class_names(a.run))
+    return 0
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from uncol import api
+
+    written = api.predict(a.run, a.inputs, a.out, checkpoint=a.checkpoint, device=a.device, show_progress=not a.quiet)
+    for p in written:
+        print(p)
+    print(f"{len(written)} mask(s) written to {a.out}")
+    return 0
+
+
+def _cmd_score(a: argparse.Namespace) -> int:
+    from uncol import api
+    from uncol.score import write_json
+
+    res = api.score(a.pred, a.gt, spacing=a.spacing, convention=a.convention, num_classes=a.num_classes)
+    _print_metrics(f"{res['convention']} convention, {len(res['cases'])} case(s)", res)
+    if a.json_out:
+        write_json(res, a.json_out)
+        print(f"JSON written to {a.json_out}")
+    return 0
+
+
+def _cmd_data(a: argparse.Namespace) -> int:
+    from uncol import api
+
+    report = api.check_data(a.path, a.overrides)
+    print(report.to_text())
+    if a.json_out:
+        from uncol.atomic import atomic_write_json
+
+        atomic_write_json(a.json_out, report.to_dict())
+    return 0 if report.ok else 1
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from uncol.demo import run_demo
+
+    res = run_demo(a.out, iterations=a.iterations, device=a.device, show_progress=not a.quiet, resume=a.resume)
+    t = res["train"]
+    names = ["background", "grey_matter", "white_matter"]
+    if "test" in res:
+        _print_metrics("demo: held-out test slabs (standard convention, mm)", res["test"], names)
+    print(f"\ntrained {t['steps_done']} steps in {t['seconds']:.0f} s; run folder: {res['run_dir']}")
+    return 0
+
+
+def _cmd_config(a: argparse.Namespace) -> int:
+    from uncol.config import config_reference_markdown, load_config
+
+    if a.config_command == "docs":
+        print(config_reference_markdown())
+    else:
+        print(load_config(a.config, a.overrides).to_yaml(), end="")
+    return 0
+
+
+COMMANDS = {
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+    "score": _cmd_score,
+    "data": _cmd_data,
+    "demo": _cmd_demo,
+    "config": _cmd_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``uncol`` console command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UncolError as e:
+        print(f"uncol: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("uncol: interrupted (a training run can be continued with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Training samples: loading, caching in memory and per-step batch drawing.
+
+A 2D network trains on slices (2D cases, or slices of 3D volumes along their slice axis), resized to
+``train.patch_size`` (or randomly cropped/padded to it); a 3D network on random patches of volumes.
+Cases are normalised and kept in memory once, so an epoch costs no I/O.
+
+Batches are a pure function of ``(seed, step)``: :class:`StepBatches` seeds one generator per step and
+stream, which is what makes an interrupted and resumed run bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from uncol.config import AugmentConfig, Config
+from uncol.data.readers import load_case
+from uncol.data.transforms import (
+    apply_augment,
+    crop,
+    normalize_intensity,
+    pad_to_size,
+    resize_image,
+    resize_label,
+    sample_augment,
+    sample_crop_start,
+)
+from uncol.data.types import Case, CaseData
+from uncol.errors import DataError
+
+
+@dataclass
+class Sample:
+    """One in-memory training item (a 2D slice or a 3D volume), already normalised."""
+
+    source: str
+    image: np.ndarray
+    label: np.ndarray | None
+
+
+def prepare_case(data: CaseData, cfg: Config) -> CaseData:
+    """Normalise a loaded case's intensities as configured (labels untouched)."""
+    data.image = normalize_intensity(data.image, cfg.data.normalize)
+    return data
+
+
+def iter_slices(data: CaseData) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """Split a 3D case into 2D slices along its slice axis (a 2D case is returned whole)."""
+    if data.image.ndim == 3:
+        return [(data.case_id, data.image, data.label)]
+    ax = data.slice_axis
+    out = []
+    for k in range(data.image.shape[ax + 1]):
+        img = np.take(data.image, k, axis=ax + 1)
+        lab = None if data.label is None else np.take(data.label, k, axis=ax)
+        out.append((f"{data.case_id}#{k}", img, lab))
+    return out
+
+
+class SampleSet:
+    """All training items of one stream (labeled or unlabeled), in memory.
+
+    Args:
+        cases: the cases to load.
+        cfg: the run configuration.
+        use_labels: load labels (False for unlabeled streams: their labels are never read).
+        progress: optional callback ``(done, total)`` for loading progress.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        cfg: Config,
+        use_labels: bool,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.spatial_dims = cfg.spatial_dims
+        self.patch_size = tuple(cfg.train.patch_size)
+        self.samples: list[Sample] = []
+        for i, case in enumerate(cases):
+            if not use_labels and case.label_path is not None:
+                case = replace(case, label_path=None)
+            if self.spatial_dims == 3 and case.ndim == 2:
+                raise DataError(case.image_path, "2D image where a 3D volume is expected (model.arch is 3D)")
+            data = prepare_case(load_case(case, cfg.data), cfg)
+            if data.image.shape[0] != cfg.data.in_channels:
+                raise DataError(
+                    case.image_path,
+                    f"image has {data.image.shape[0]} channel(s) but data.in_channels={cfg.data.in_channels}",
+                )
+            if self.spatial_dims == 2:
+                for sid, img, lab in iter_slices(data):
+                    if cfg.train.resize_2d:
+                        img = resize_image(img, self.patch_size)
+                        lab = None if lab is None else resize_label(lab, self.patch_size)
+                    self.samples.append(Sample(sid, img, None if lab is None else lab.astype(np.int64)))
+            else:
+                img, lab, _ = pad_to_size(data.image, data.label, self.patch_size)
+                self.samples.append(Sample(data.case_id, img, None if lab is None else lab.astype(np.int64)))
+            if progress is not None:
+                progress(i + 1, len(cases))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def draw(self, rng: np.random.Generator, augment: AugmentConfig | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """Draw one item with ``rng``: pick a sample, crop to the patch size, augment.
+
+        Returns:
+            ``(image, label, index)``: image ``(C, *patch)``, label ``patch`` or None, sample index.
+        """
+        idx = int(rng.integers(len(self.samples)))
+        s = self.samples[idx]
+        image, label = s.image, s.label
+        if tuple(image.shape[1:]) != self.patch_size:
+            image, label, _ = pad_to_size(image, label, self.patch_size)
+            start = sample_crop_start(label, image.shape[1:], self.patch_size, rng)
+            image, label = crop(image, label, start, self.patch_size)
+        if augment is not None:
+            square = self.patch_size[-1] == self.patch_size[-2]
+            params = sample_augment(augment, self.spatial_dims, rng, square)
+            image, label = apply_augment(image, label, params)
+        return np.ascontiguousarray(image, dtype=np.float32), (
+            None if label is None else np.ascontiguousarray(label, dtype=np.int64)
+        ), idx
+
+
+class StepBatches(Dataset):
+    """Map-style dataset whose item ``step`` is the whole batch of that training step.
+
+    Used with ``DataLoader(batch_size=None, sampler=range(start, iterations))`` so workers prefetch
+    whole steps, and the content of step ``s`` depends only on ``(seed, s)``.
+    """
+
+    LABELED_STREAM = 0
+    UNLABELED_STREAM = 1
+
+    def __init__(
+        self,
+        labeled: SampleSet,
+        batch_size: int,
+        seed: int,
+        augment: AugmentConfig | None,
+        unlabeled: SampleSet | None = None,
+        unlabeled_batch_size: int = 0,
+    ) -> None:
+        if len(labeled) == 0:
+            raise DataError(None, "no labeled training samples: check the split and data.root")
+        if unlabeled_batch_size > 0 and (unlabeled is None or len(unlabeled) == 0):
+            raise DataError(None, "the method needs unlabeled data but the split has no unlabeled cases")
+        self.labeled = labeled
+        self.unlabeled = unlabeled
+        self.batch_size = batch_size
+        self.unlabeled_batch_size = unlabeled_batch_size
+        self.seed = seed
+        self.augment = augment
+
+    def __len__(self) -> int:  # pragma: no cover - indexed by step through a sampler
+        return 2**62
+
+    def _stream(self, sset: SampleSet, n: int, step: int, stream: int) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+        rng = np.random.default_rng([self.seed, step, stream])
+        images, labels, ids = [], [], []
+        for _ in range(n):
+            img, lab, idx = sset.draw(rng, self.augment)
+            images.append(img)
+            labels.append(lab)
+            ids.append(idx)
+        image = torch.from_numpy(np.stack(images))
+        label = None if labels[0] is None else torch.from_numpy(np.stack(labels))
+        return image, label, ids
+
+    def __getitem__(self, step: int) -> dict[str, object]:
+        image, label, ids = self._stream(self.labeled, self.batch_size, int(step), self.LABELED_STREAM)
+        batch: dict[str, object] = {"step": int(step), "image": image, "label": label, "ids": ids}
+        if self.unlabeled_batch_size > 0 and self.unlabeled is not None:
+            u_image, _, u_ids = self._stream(self.unlabeled, self.unlabeled_batch_size, int(step), self.UNLABELED_STREAM)
+            batch["unlabeled_image"] = u_image
+            batch["unlabeled_ids"] = u_ids
+        return batch

@@ -1,0 +1,549 @@
+"""The training engine: one loop that every training method plugs into.
+
+The engine owns the optimiser, learning-rate schedule, mixed precision, validation-based model
+selection, checkpoints (atomic, complete enough to resume bit-identically) and logs (CSV, TensorBoard,
+progress bar). A method (``uncol.methods``) only turns a batch into named losses.
+
+Run folder layout (see docs/run_folder.md)::
+
+    RUN/config.yaml  splits.json  log.csv  val.csv  tensorboard/  checkpoints/{latest,best,final}.pt
+        metrics_val.json  metrics_test.json  summary.json
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from uncol.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+from uncol.config import Config, config_from_dict
+from uncol.data.index import discover
+from uncol.data.readers import load_case
+from uncol.data.splits import Splits, load_splits, make_splits, save_splits
+from uncol.data.training import SampleSet, StepBatches
+from uncol.data.types import CaseData
+from uncol.errors import ConfigError, UncolError
+from uncol.inference import predict_labels
+from uncol.methods import StepContext, TrainingMethod, build_method
+from uncol.metrics import compute_dice
+from uncol.models import build_network, count_parameters
+
+CHECKPOINT_VERSION = 1
+# Options that may differ between a run and its resumption: they change speed, not results.
+RESUME_MAY_DIFFER = {"train.device", "train.num_workers", "train.threads", "train.amp", "output_dir"}
+
+
+class RunPaths:
+    """Paths inside a run folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.config = self.root / "config.yaml"
+        self.splits = self.root / "splits.json"
+        self.log_csv = self.root / "log.csv"
+        self.val_csv = self.root / "val.csv"
+        self.tensorboard = self.root / "tensorboard"
+        self.checkpoints = self.root / "checkpoints"
+        self.latest = self.checkpoints / "latest.pt"
+        self.best = self.checkpoints / "best.pt"
+        self.final = self.checkpoints / "final.pt"
+        self.summary = self.root / "summary.json"
+
+    def metrics(self, split: str) -> Path:
+        """JSON file with the evaluation of ``split``."""
+        return self.root / f"metrics_{split}.json"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Devices, seeds, RNG state
+
+
+def select_device(name: str) -> torch.device:
+    """Resolve ``auto``/``cpu``/``cuda``/``cuda:N`` to a device, with a clear error when unavailable."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device: unsupported device type {dev.type!r}")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """All global RNG states, for checkpoints."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs (ignoring speed-only options)."""
+    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    return sorted(k for k in fa if fa[k] != fb.get(k) and k not in RESUME_MAY_DIFFER)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Logs
+
+
+class CsvLog:
+    """Append-only CSV log that survives resumption (rows after the resumed step are dropped)."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        self.fields: list[str] | None = None
+        rows: list[dict[str, str]] = []
+        if resume_step is not None and path.exists():
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                self.fields = list(reader.fieldnames or [])
+                rows = [r for r in reader if int(r["step"]) <= resume_step]
+            self._rewrite(rows)
+        elif path.exists():
+            path.unlink()
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        def write(p: Path) -> None:
+            with open(p, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=self.fields or ["step"])
+                w.writeheader()
+                w.writerows(rows)
+
+        from uncol.atomic import atomic_write
+
+        atomic_write(self.path, write)
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append a row; a new column rewrites the file with the wider header."""
+        if self.fields is None or any(k not in self.fields for k in row):
+            old: list[dict[str, str]] = []
+            if self.path.exists() and self.fields is not None:
+                with open(self.path, newline="") as fh:
+                    old = list(csv.DictReader(fh))
+            self.fields = list(dict.fromkeys([*(self.fields or []), *row.keys()]))
+            self._rewrite([*old, row])
+            return
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=self.fields).writerow(row)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Schedules
+
+
+def lr_factor(schedule: str, step: int, iterations: int) -> float:
+    """Learning-rate multiplier at ``step``: poly (1-t)^0.9, cosine, or constant."""
+    t = min(1.0, step / max(1, iterations))
+    if schedule == "poly":
+        return (1.0 - t) ** 0.9
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return 1.0
+
+
+@dataclass
+class TrainSummary:
+    """What a finished (or interrupted) training run reports."""
+
+    run_dir: Path
+    steps_done: int
+    iterations: int
+    best_step: int | None
+    best_val_dice: float | None
+    seconds: float
+    parameters: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {
+            "run_dir": str(self.run_dir),
+            "steps_done": self.steps_done,
+            "iterations": self.iterations,
+            "best_step": self.best_step,
+            "best_val_dice": self.best_val_dice,
+            "seconds": round(self.seconds, 1),
+            "parameters": self.parameters,
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    """Trains ``cfg.method`` on ``cfg.data`` into a run folder.
+
+    Args:
+        cfg: resolved configuration.
+        run_dir: the run folder (created when missing).
+        resume: continue from ``checkpoints/latest.pt``; without it an existing checkpoint is an error.
+        show_progress: draw a progress bar.
+        stop_after: stop (as if killed) once this many steps are done; for tests of resumption.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path,
+        resume: bool = False,
+        show_progress: bool = True,
+        stop_after: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.paths = RunPaths(run_dir)
+        self.resume = resume
+        self.show_progress = show_progress
+        self.stop_after = stop_after
+        self.device = select_device(cfg.train.device)
+        self.step = 0  # number of optimiser steps done
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self.elapsed = 0.0
+        self._val_cases: list[CaseData] | None = None
+
+    # -- set-up ------------------------------------------------------------------------------------------
+
+    def _prepare_run_folder(self) -> dict[str, Any] | None:
+        p = self.paths
+        if p.latest.exists() and not self.resume:
+            raise UncolError(
+                f"{p.root}: this run folder already has a checkpoint; pass --resume to continue it "
+                "or choose another run name (--set name=...)"
+            )
+        p.root.mkdir(parents=True, exist_ok=True)
+        state = None
+        if self.resume and p.latest.exists():
+            state = self._read_checkpoint(p.latest)
+            saved = config_from_dict(state["config"])
+            diff = config_differences(saved, self.cfg)
+            if diff:
+                raise ConfigError(
+                    f"{p.root}: cannot resume with a different configuration; changed options: {', '.join(diff)}"
+                )
+        atomic_write_text(p.config, self.cfg.to_yaml())
+        return state
+
+    def _make_splits(self) -> Splits:
+        p = self.paths
+        if p.splits.exists() and (self.resume or p.latest.exists()):
+            return load_splits(p.splits)
+        splits = make_splits(discover(self.cfg.data), self.cfg.split)
+        save_splits(p.splits, splits)
+        return splits
+
+    def setup(self) -> None:
+        """Build data, network, method, optimiser and logs; restore state when resuming."""
+        cfg = self.cfg
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        state = self._prepare_run_folder()
+        seed_everything(cfg.train.seed)
+        self.splits = self._make_splits()
+
+        bar = self._bar_factory()
+        with bar(total=len(self.splits.labeled), desc="loading labeled cases", leave=False) as pb:
+            labeled = SampleSet(self.splits.labeled, cfg, use_labels=True, progress=lambda i, n: pb.update(1))
+        network = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+        self.method: TrainingMethod = build_method(cfg, network)
+        unlabeled = None
+        if self.method.uses_unlabeled:
+            with bar(total=len(self.splits.unlabeled), desc="loading unlabeled cases", leave=False) as pb:
+                unlabeled = SampleSet(self.splits.unlabeled, cfg, use_labels=False, progress=lambda i, n: pb.update(1))
+        augment = cfg.augment if any((cfg.augment.flip, cfg.augment.rotate90, cfg.augment.rotate_degrees,
+                                      cfg.augment.intensity, cfg.augment.noise_std)) else None
+        self.batches = StepBatches(
+            labeled,
+            cfg.train.batch_size,
+            cfg.train.seed,
+            augment,
+            unlabeled,
+            cfg.method.unlabeled_batch_size if self.method.uses_unlabeled else 0,
+        )
+        for m in self.method.modules().values():
+            m.to(self.device)
+        params = list(self.method.parameters())
+        if cfg.train.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=0.9, weight_decay=cfg.train.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(cfg.train.schedule, s, cfg.train.iterations)
+        )
+        self.use_amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.parameters = count_parameters(self.method.inference_network())
+        if state is not None:
+            self._restore(state)
+        resume_step = self.step if state is not None else None
+        self.log = CsvLog(self.paths.log_csv, resume_step)
+        self.val_log = CsvLog(self.paths.val_csv, resume_step)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.paths.tensorboard), purge_step=self.step if state is not None else None)
+
+    def _bar_factory(self):
+        show = self.show_progress
+
+        def make(**kw):
+            return tqdm(disable=not show, dynamic_ncols=True, **kw)
+
+        return make
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+
+    def _read_checkpoint(self, path: Path) -> dict[str, Any]:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+            raise UncolError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            raise UncolError(f"{path}: not an uncol checkpoint of version {CHECKPOINT_VERSION}")
+        return state
+
+    def save_checkpoint(self, path: Path | None = None) -> Path:
+        """Write everything needed to resume (atomically): weights, EMA, optimiser, scheduler, scaler, step,
+        RNG states, best-so-far and the resolved config."""
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "step": self.step,
+            "method": self.method.name,
+            "modules": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "best_score": self.best_score,
+            "best_step": self.best_step,
+            "elapsed": self.elapsed,
+            "config": self.cfg.to_dict(),
+        }
+        return atomic_torch_save(state, path or self.paths.latest)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["modules"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best_score = state["best_score"]
+        self.best_step = state["best_step"]
+        self.elapsed = float(state.get("elapsed", 0.0))
+
+    def _save_weights(self, path: Path, extra: dict[str, Any]) -> None:
+        net = self.method.inference_network()
+        atomic_torch_save(
+            {
+                "version": CHECKPOINT_VERSION,
+                "kind": "weights",
+                "network": net.state_dict(),
+                "config": self.cfg.to_dict(),
+                **extra,
+            },
+            path,
+        )
+
+    # -- steps -----------------------------------------------------------------------------------------------
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimiser step on ``batch``; returns the logged scalars."""
+        ctx = StepContext(self.step, self.cfg.train.iterations, self.device)
+        self.method.train(True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
+            losses = self.method.train_step(self._to_device(batch), ctx)
+        if "loss" not in losses:
+            raise RuntimeError(f"method {self.method.name!r} returned no 'loss' entry")  # programming error
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise UncolError(
+                f"training diverged at step {self.step}: loss is {loss.item()} "
+                "(lower train.lr, check intensities with `uncol data check`)"
+            )
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.method.after_step(ctx)
+        return {k: float(v.detach().float().item()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
+
+    def _validation_cases(self) -> list[CaseData]:
+        if self._val_cases is None:
+            cases = self.splits.val
+            if self.cfg.train.val_max_cases > 0:
+                cases = cases[: self.cfg.train.val_max_cases]
+            self._val_cases = [load_case(c, self.cfg.data) for c in cases]
+        return self._val_cases
+
+    def validation_step(self) -> dict[str, float]:
+        """Dice per class on the validation cases (whole cases, as at test time)."""
+        cases = self._validation_cases()
+        net = self.method.inference_network()
+        was_training = net.training
+        net.eval()
+        k = self.cfg.data.num_classes
+        per_class: list[list[float]] = [[] for _ in range(1, k)]
+        for data in cases:
+            pred = predict_labels(net, data, self.cfg, self.device)
+            for c in range(1, k):
+                d = compute_dice(pred == c, data.label == c)
+                if not math.isnan(d):
+                    per_class[c - 1].append(d)
+        net.train(was_training)
+        out = {f"dice_{c}": float(np.mean(v)) if v else float("nan") for c, v in enumerate(per_class, start=1)}
+        valid = [v for v in out.values() if not math.isnan(v)]
+        out["dice_mean"] = float(np.mean(valid)) if valid else float("nan")
+        return out
+
+    # -- loop ------------------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainSummary:
+        """Run (or continue) training until ``train.iterations`` steps are done."""
+        self.setup()
+        cfg = self.cfg.train
+        start = self.step
+        loader = DataLoader(
+            self.batches,
+            batch_size=None,
+            sampler=range(start, cfg.iterations),
+            num_workers=cfg.num_workers,
+            persistent_workers=False,
+        )
+        bar = tqdm(
+            total=cfg.iterations, initial=start, desc=f"{self.cfg.name} [{self.method.name}]",
+            disable=not self.show_progress, dynamic_ncols=True,
+        )
+        last_val = "-" if self.best_score is None else f"{self.best_score:.4f}"
+        t0 = time.perf_counter() - self.elapsed
+        interrupted = False
+        try:
+            for batch in loader:
+                scalars = self.train_step(batch)
+                self.step += 1
+                self.elapsed = time.perf_counter() - t0
+                if self.step % max(1, cfg.log_every) == 0 or self.step == cfg.iterations:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.log.write({"step": self.step, "lr": lr, "time_s": round(self.elapsed, 2), **scalars})
+                    for k, v in scalars.items():
+                        self.tb.add_scalar(f"train/{k}", v, self.step)
+                    self.tb.add_scalar("train/lr", lr, self.step)
+                if (cfg.val_every and self.step % cfg.val_every == 0) or self.step == cfg.iterations:
+                    val = self.validation_step()
+                    self._record_validation(val)
+                    last_val = f"{val['dice_mean']:.4f}"
+                if self.step % max(1, cfg.checkpoint_every) == 0 or self.step == cfg.iterations:
+                    self.save_checkpoint()
+                bar.update(1)
+                bar.set_postfix(loss=f"{scalars['loss']:.4f}", val_dice=last_val, best=self._best_text())
+                if self.stop_after is not None and self.step >= self.stop_after and self.step < cfg.iterations:
+                    interrupted = True
+                    break
+        finally:
+            bar.close()
+            self.tb.flush()
+        if not interrupted and self.step >= cfg.iterations:
+            self._save_weights(self.paths.final, {"step": self.step})
+            if not self.paths.best.exists():
+                # No validation data scored: the final weights are the only candidate.
+                self._save_weights(self.paths.best, {"step": self.step, "val_dice": None})
+        summary = TrainSummary(
+            self.paths.root, self.step, cfg.iterations, self.best_step, self.best_score, self.elapsed, self.parameters
+        )
+        atomic_write_json(self.paths.summary, summary.to_json())
+        self.tb.close()
+        return summary
+
+    def _best_text(self) -> str:
+        return "-" if self.best_score is None else f"{self.best_score:.4f}@{self.best_step}"
+
+    def _record_validation(self, val: dict[str, float]) -> None:
+        self.val_log.write({"step": self.step, **{k: round(v, 6) for k, v in val.items()}})
+        for k, v in val.items():
+            self.tb.add_scalar(f"val/{k}", v, self.step)
+        score = val["dice_mean"]
+        if not math.isnan(score) and (self.best_score is None or score > self.best_score):
+            self.best_score = score
+            self.best_step = self.step
+            self._save_weights(self.paths.best, {"step": self.step, "val_dice": score})
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The resolved configuration stored in a run folder."""
+    p = RunPaths(run_dir)
+    if not p.config.exists():
+        raise UncolError(f"{p.root}: not a run folder (no config.yaml)")
+    try:
+        values = yaml.safe_load(p.config.read_text())
+    except yaml.YAMLError as e:
+        raise UncolError(f"{p.config}: unreadable config: {e}") from None
+    return config_from_dict(values)
+
+
+def load_weights(run_dir: str | Path, which: str = "best") -> tuple[Config, torch.nn.Module, dict[str, Any]]:
+    """Network and config of a finished run, from ``checkpoints/{best,final}.pt``.
+
+    Returns:
+        ``(config, network in eval mode on CPU, checkpoint metadata)``.
+    """
+    p = RunPaths(run_dir)
+    path = p.best if which == "best" else p.final
+    if not path.exists():
+        raise UncolError(f"{path}: no {which} checkpoint in this run (has training finished?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise UncolError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("kind") != "weights":
+        raise UncolError(f"{path}: not an uncol weights file")
+    cfg = config_from_dict(state["config"])
+    net = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+    net.load_state_dict(state["network"])
+    net.eval()
+    meta = {k: v for k, v in state.items() if k not in ("network", "config")}
+    return cfg, net, meta

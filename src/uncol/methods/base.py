@@ -1,0 +1,89 @@
+"""The contract between a training method and the engine.
+
+A method says how a batch becomes named losses (``train_step``) and what happens after each optimiser
+step (``after_step``, e.g. an EMA update); the engine owns everything else: the loop, optimiser,
+schedule, mixed precision, validation, checkpoints and logs. This mirrors nnU-Net's trainer variants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from uncol.config import Config
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where training stands when a step runs.
+
+    Attributes:
+        step: zero-based index of the current optimiser step.
+        iterations: total number of steps of the run.
+        device: the device the batch lives on.
+    """
+
+    step: int
+    iterations: int
+    device: torch.device
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1]."""
+        return min(1.0, self.step / max(1, self.iterations))
+
+
+class TrainingMethod:
+    """Base class of training methods.
+
+    Args:
+        cfg: the run configuration.
+        network: the segmentation network being trained (the student).
+    """
+
+    name = "base"
+    #: whether the engine must provide unlabeled images (``batch["unlabeled_image"]``).
+    uses_unlabeled = False
+
+    def __init__(self, cfg: Config, network: nn.Module) -> None:
+        self.cfg = cfg
+        self.network = network
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every module whose state is checkpointed, by name."""
+        return {"network": self.network}
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters the optimiser updates."""
+        return (p for p in self.network.parameters() if p.requires_grad)
+
+    def train(self, mode: bool = True) -> None:
+        """Put the trainable modules in train (or eval) mode."""
+        self.network.train(mode)
+
+    def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Turn a batch into named losses; the key ``"loss"`` is the total that is back-propagated.
+
+        Other entries (detached scalars) are logged as they are, e.g. ``loss_sup`` or ``ramp``.
+        """
+        raise NotImplementedError
+
+    def after_step(self, ctx: StepContext) -> None:
+        """Called after every optimiser step (EMA updates and the like)."""
+
+    def inference_network(self) -> nn.Module:
+        """The network used for validation, evaluation and prediction."""
+        return self.network
+
+    def state_dict(self) -> dict[str, Any]:
+        """State of all modules (weights of the network, EMA copies, ...)."""
+        return {name: m.state_dict() for name, m in self.modules().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        for name, m in self.modules().items():
+            m.load_state_dict(state[name])
