@@ -1,0 +1,110 @@
+"""Benchmark: supervised training on ACDC (2D) and Hippocampus (3D) under one CPU budget.
+
+Each entry trains with a fixed number of iterations chosen so that a run fits the budget on the
+project's 2-core CPU machine, selects the checkpoint on validation and scores the test split in
+both metric conventions. Runs that were interrupted are resumed; finished ones are only re-scored.
+
+    python benchmarks/supervised.py --list
+    python benchmarks/supervised.py acdc_7p hippo_10pct [--data ../shared/data] [--out runs/bench]
+    python benchmarks/supervised.py --table            # print the Markdown rows of finished runs
+
+Not a test: it prints figures to paste into benchmarks/RESULTS.md with the command, date and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# name -> (config, overrides relative to the data root, description)
+RUNS: dict[str, tuple[str, list[str], str]] = {
+    "acdc_70p": ("configs/acdc_supervised.yaml", ["split.labeled=70", "name=bench_acdc_sup_70p"], "ACDC, all 70 training patients"),
+    "acdc_7p": ("configs/acdc_supervised.yaml", ["split.labeled=7", "name=bench_acdc_sup_7p"], "ACDC, 7 labeled patients (10%)"),
+    "hippo_100pct": (
+        "configs/hippocampus_supervised.yaml", ["split.labeled=1.0", "name=bench_hippo_sup_100pct"],
+        "Hippocampus 3D, 100% of training cases",
+    ),
+    "hippo_10pct": (
+        "configs/hippocampus_supervised.yaml", ["split.labeled=0.1", "name=bench_hippo_sup_10pct"],
+        "Hippocampus 3D, 10% of training cases",
+    ),
+}
+DATA_SUBDIR = {"acdc": "ACDC", "hippo": "Hippocampus/TrainingSet"}
+
+
+def _overrides(name: str, data: Path, out: Path, extra: list[str]) -> list[str]:
+    cfg, ov, _ = RUNS[name]
+    root = data / DATA_SUBDIR[name.split("_")[0]]
+    return [*ov, f"data.root={root}", f"output_dir={out}", *extra]
+
+
+def run(name: str, data: Path, out: Path, extra: list[str]) -> None:
+    import uncol
+    from uncol.engine import RunPaths
+
+    cfg_path = REPO / RUNS[name][0]
+    overrides = _overrides(name, data, out, extra)
+    cfg = uncol.resolve_config(cfg_path, overrides)
+    paths = RunPaths(out / cfg.name)
+    resume = paths.latest.exists()
+    uncol.train(cfg, resume=resume, evaluate_splits=("val", "test"))
+    uncol.evaluate(paths.root, "test", convention="medpy")
+
+
+def table(out: Path) -> str:
+    rows = [
+        "| run | labeled | steps | train time | test Dice % | Jaccard % | HD95 | ASD | medpy Dice % | medpy HD95 | medpy ASD |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (_, ov, desc) in RUNS.items():
+        run_name = next(o.split("=", 1)[1] for o in ov if o.startswith("name="))
+        root = out / run_name
+        try:
+            std = json.loads((root / "metrics_test.json").read_text())
+            med = json.loads((root / "metrics_test_medpy.json").read_text())
+            summ = json.loads((root / "summary.json").read_text())
+            splits = json.loads((root / "splits.json").read_text())
+        except FileNotFoundError:
+            continue
+        m, mm = std["summary"]["mean"], med["summary"]["mean"]
+
+        def pm(d: dict, k: str, scale: float = 1.0) -> str:
+            return f"{d[k]['mean'] * scale:.2f} ± {d[k]['std'] * scale:.2f}"
+
+        n_lab = len({c["group"] for c in splits["labeled"]})
+        rows.append(
+            f"| {desc} | {n_lab} groups | {summ['steps_done']} | {summ['seconds'] / 60:.1f} min | "
+            f"{pm(m, 'dice', 100)} | {pm(m, 'jaccard', 100)} | {pm(m, 'hd95')} | {pm(m, 'asd')} | "
+            f"{pm(mm, 'dice', 100)} | {pm(mm, 'hd95')} | {pm(mm, 'asd')} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="*", help=f"runs to train: {', '.join(RUNS)}")
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
+    ap.add_argument("--set", dest="extra", action="append", default=[], help="extra overrides for every run")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--table", action="store_true")
+    a = ap.parse_args(argv)
+    if a.list:
+        for k, (c, ov, d) in RUNS.items():
+            print(f"{k:14s} {d}  ({c} {' '.join(ov)})")
+        return 0
+    for name in a.runs:
+        if name not in RUNS:
+            print(f"unknown run {name!r}; known: {', '.join(RUNS)}", file=sys.stderr)
+            return 2
+        run(name, a.data, a.out, a.extra)
+    print(table(a.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
