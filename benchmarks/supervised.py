@@ -60,7 +60,7 @@ def table(out: Path) -> str:
         "| run | labeled | steps | train time | test Dice % | Jaccard % | HD95 | ASD | medpy Dice % | medpy HD95 | medpy ASD |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, (_, ov, desc) in RUNS.items():
+    for _name, (_, ov, desc) in RUNS.items():
         run_name = next(o.split("=", 1)[1] for o in ov if o.startswith("name="))
         root = out / run_name
         try:

@@ -1,0 +1,158 @@
+"""2D image files (PNG, JPEG, TIFF, GIF, BMP) and their segmentation masks.
+
+Images become ``(C, H, W)`` float32: grayscale gives one channel, colour three (alpha dropped,
+palette images expanded to RGB). Masks are decoded into class ids according to a *mask mode*
+(see :func:`read_mask2d`), because 2D datasets store masks in several incompatible ways.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from uncol.atomic import atomic_write
+from uncol.data.readers.common import as_image, as_label, case_id_of, compact_int, is_jpeg
+from uncol.data.types import CaseData
+from uncol.errors import DataError
+
+MASK_MODES: tuple[str, ...] = ("auto", "binary", "index", "palette")
+_GRAY_MODES = {"1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_PALETTE_MODES = {"P", "PA"}
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode an image; refuse multi-frame files (a 3D stack is not a 2D image)."""
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        img = Image.open(path)
+        frames = int(getattr(img, "n_frames", 1))
+        img.load()  # decoding now is what detects truncated files
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
+        raise DataError(path, f"unreadable or truncated image file ({type(e).__name__}: {e})") from None
+    if frames > 1:
+        raise DataError(path, f"3D file where 2D is expected ({frames} frames in a 2D image file)")
+    return img
+
+
+def _pixels(img: Image.Image) -> np.ndarray:
+    """Pixel values ``(H, W)`` or ``(H, W, C)`` with any alpha channel dropped."""
+    if img.mode == "LA":
+        return np.asarray(img)[..., 0]
+    if img.mode == "RGBA":
+        return np.asarray(img)[..., :3]
+    if img.mode in _GRAY_MODES or img.mode == "RGB":
+        return np.asarray(img)
+    return np.asarray(img.convert("RGB"))
+
+
+def read_image2d(path: Path) -> CaseData:
+    """Read a 2D image file as ``(C, H, W)`` float32 (1 channel for grayscale, 3 for colour)."""
+    img = _open(path)
+    source = img.convert("RGBA") if img.mode in _PALETTE_MODES else img
+    if source.mode == "1":
+        source = source.convert("L")
+    pixels = _pixels(source)
+    image = pixels[None] if pixels.ndim == 2 else np.moveaxis(pixels, -1, 0)
+    return CaseData(
+        case_id=case_id_of(path),
+        image=as_image(image),
+        label=None,
+        spacing=(),
+        affine=None,
+        slice_axis=0,
+        meta={
+            "path": str(path),
+            "format": "image2d",
+            "size": tuple(img.size),  # (width, height), as PIL reports it
+            "mode": img.mode,
+            "file_format": img.format,
+        },
+    )
+
+
+def _binary(img: Image.Image) -> np.ndarray:
+    source = img.convert("RGB") if img.mode in _PALETTE_MODES else img
+    pixels = _pixels(source)
+    fg = pixels > 127
+    return (fg.any(axis=-1) if fg.ndim == 3 else fg).astype(np.uint8)
+
+
+def _index(img: Image.Image, path: Path) -> np.ndarray:
+    pixels = _pixels(img)
+    if pixels.ndim == 3:
+        if not (np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2])):
+            raise DataError(
+                path,
+                "colour mask (R, G, B differ) cannot be read as class indices; "
+                "use data.mask_mode=palette for palette PNGs, binary for black/white masks, or convert the masks",
+            )
+        pixels = pixels[..., 0]
+    return as_label(pixels, path)
+
+
+def read_mask2d(path: Path, mask_mode: str = "auto") -> np.ndarray:
+    """Decode a 2D mask file into class ids ``(H, W)``.
+
+    Modes:
+        binary: any value > 127 (in any colour channel) is class 1, else 0.
+        index: the pixel value is the class id (colour masks must have R = G = B).
+        palette: the palette index of a P-mode image is the class id.
+        auto: palette for P-mode files, binary for JPEG files and for masks whose values are all
+            0 or 255, index otherwise.
+
+    JPEG masks are always thresholded at 127: lossy compression spreads values around the edges,
+    so they can only hold binary masks.
+    """
+    if mask_mode not in MASK_MODES:
+        raise DataError(path, f"unknown mask mode {mask_mode!r} (expected one of {', '.join(MASK_MODES)})")
+    img = _open(path)
+    jpeg = is_jpeg(path) or img.format == "JPEG"
+    if jpeg:
+        if mask_mode in ("index", "palette"):
+            raise DataError(
+                path, f"JPEG masks are lossy and cannot hold class indices (mask_mode={mask_mode}); use binary or PNG"
+            )
+        return _binary(img)
+    if mask_mode == "binary":
+        return _binary(img)
+    if mask_mode == "palette" or (mask_mode == "auto" and img.mode in _PALETTE_MODES):
+        if img.mode not in _PALETTE_MODES:
+            raise DataError(path, f"mask is not a palette (P mode) image but {img.mode} (mask_mode=palette)")
+        return compact_int(np.asarray(img))
+    if mask_mode == "auto":
+        pixels = _pixels(img)
+        if pixels.dtype != bool and np.isin(pixels, (0, 255)).all():
+            fg = pixels == 255
+            return (fg.any(axis=-1) if fg.ndim == 3 else fg).astype(np.uint8)
+    return _index(img, path)
+
+
+def png_path_for(path: Path) -> Path:
+    """Where a 2D mask asked for at ``path`` is written: PNG, keeping the stem."""
+    if path.suffix.lower() == ".png":
+        return path
+    return path.with_name(case_id_of(path) + ".png")
+
+
+def write_png_label(path: Path, label: np.ndarray, reference: CaseData) -> Path:
+    """Write a class-index PNG (8-bit, 16-bit beyond 255 classes) of the reference image's size.
+
+    Returns:
+        The path written: ``path`` with its extension replaced by ``.png`` if it was not one,
+        because lossy JPEG (and palette-limited GIF) cannot store class ids faithfully.
+    """
+    label = compact_int(np.asarray(label))
+    if label.ndim != 2:
+        raise DataError(path, f"a 2D image mask needs a 2D label map, got shape {label.shape}")
+    size = reference.meta.get("size")
+    if size is not None and tuple(label.shape) != (int(size[1]), int(size[0])):
+        raise DataError(path, f"label shape {label.shape} differs from the image size {size[1]}x{size[0]} (HxW)")
+    lo, hi = int(label.min(initial=0)), int(label.max(initial=0))
+    if lo < 0 or hi > 65535:
+        raise DataError(path, f"label values {lo}..{hi} do not fit a PNG mask")
+    pil = Image.fromarray(label.astype(np.uint8) if hi <= 255 else label.astype(np.uint16))
+    target = png_path_for(path)
+    return atomic_write(target, lambda tmp: pil.save(tmp, format="PNG"))
