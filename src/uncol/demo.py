@@ -91,7 +91,7 @@ def build_demo_dataset(root: str | Path) -> Path:
     return root
 
 
-def demo_config(data_root: str | Path, output_dir: str | Path, name: str = "demo", iterations: int = 300) -> Config:
+def demo_config(data_root: str | Path, output_dir: str | Path, name: str = "demo", iterations: int = 2000) -> Config:
     """The configuration the demo trains with (supervised 2D U-Net, small and fast on a CPU)."""
     return config_from_dict(
         {
@@ -126,7 +126,7 @@ def demo_config(data_root: str | Path, output_dir: str | Path, name: str = "demo
 def run_demo(
     output_dir: str | Path = "runs",
     name: str = "demo",
-    iterations: int = 300,
+    iterations: int = 2000,
     device: str = "auto",
     show_progress: bool = True,
     resume: bool = False,
