@@ -1,0 +1,98 @@
+"""Uncertainty-aware pseudo-labels (UnCoL, Lu et al., arXiv:2512.13101, Sec. 3.4) and ramp schedules.
+
+Two teachers give class probabilities for each pixel of an unlabeled image. A teacher is *confident*
+at a pixel when the Shannon entropy of its prediction is below a threshold that rises during
+training (as in UA-MT, Yu et al., MICCAI 2019, so the filter starts strict and relaxes). Then:
+
+- both confident: the uncertainty-weighted average of their probabilities, each weighted by the
+  other's entropy share, ``w_g = H_s / (H_g + H_s)`` (the less uncertain teacher counts more; equal
+  entropies, including both zero, give equal weights);
+- one confident: that teacher's probabilities;
+- none confident: the pixel is left out of the loss.
+
+Hard labels are the argmax of the fused probabilities on the supervised region.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def gaussian_rampup(progress: float) -> float:
+    """``exp(-5 (1 - t)^2)`` for ``t`` in [0, 1] (Laine & Aila 2017; the mean-teacher ramp)."""
+    t = min(1.0, max(0.0, float(progress)))
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def entropy_threshold(progress: float, num_classes: int, start: float = 0.75, end: float = 1.0) -> float:
+    """Entropy threshold at training progress ``t``: ``(start + (end - start) * rampup(t)) * ln(K)``.
+
+    ``ln(K)`` is the largest possible entropy, so the threshold is a fraction of it that grows from
+    about ``start`` to ``end`` (UA-MT's schedule, generalised from 2 to K classes).
+    """
+    return (start + (end - start) * gaussian_rampup(progress)) * math.log(num_classes)
+
+
+def entropy(probs: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Shannon entropy (natural log) over the class axis ``dim``."""
+    return -(probs * torch.log(probs.clamp_min(eps))).sum(dim=dim)
+
+
+@dataclass
+class PseudoLabels:
+    """Result of :func:`fuse_pseudo_labels`.
+
+    Attributes:
+        labels: ``(B, *spatial)`` hard labels (argmax of the fused probabilities; 0 where unsupervised).
+        mask: ``(B, *spatial)`` bool, where at least one teacher is confident.
+        probs: ``(B, K, *spatial)`` fused probabilities (zeros where unsupervised).
+        source: ``(B, *spatial)`` int8: 0 neither, 1 generalized only, 2 specialized only, 3 both.
+    """
+
+    labels: torch.Tensor
+    mask: torch.Tensor
+    probs: torch.Tensor
+    source: torch.Tensor
+
+    def fractions(self) -> dict[str, float]:
+        """Fraction of pixels supervised by each teacher alone, by both, and by neither."""
+        n = max(1, self.source.numel())
+        return {
+            "frac_none": float((self.source == 0).sum()) / n,
+            "frac_general": float((self.source == 1).sum()) / n,
+            "frac_special": float((self.source == 2).sum()) / n,
+            "frac_both": float((self.source == 3).sum()) / n,
+        }
+
+
+@torch.no_grad()
+def fuse_pseudo_labels(p_general: torch.Tensor, p_special: torch.Tensor, threshold: float) -> PseudoLabels:
+    """Fuse two teachers' probability maps by their per-pixel entropy.
+
+    Args:
+        p_general: ``(B, K, *spatial)`` probabilities of the generalized (foundation) teacher.
+        p_special: ``(B, K, *spatial)`` probabilities of the specialized (EMA) teacher.
+        threshold: entropy threshold; a teacher is confident where its entropy is strictly below it.
+
+    Returns:
+        The fused :class:`PseudoLabels`.
+    """
+    if p_general.shape != p_special.shape:
+        raise ValueError(f"teacher probability maps differ in shape: {tuple(p_general.shape)} vs {tuple(p_special.shape)}")
+    h_g, h_s = entropy(p_general), entropy(p_special)
+    conf_g, conf_s = h_g < threshold, h_s < threshold
+    both = conf_g & conf_s
+    total = h_g + h_s
+    # Weight of the generalized teacher: the specialized teacher's share of the entropy.
+    w_g = torch.where(total > 0, h_s / total.clamp_min(1e-12), torch.full_like(total, 0.5))
+    w_g = torch.where(both, w_g, conf_g.to(w_g.dtype))  # one confident teacher: weight 1 or 0
+    w_g = w_g.unsqueeze(1)
+    fused = w_g * p_general + (1.0 - w_g) * p_special
+    mask = conf_g | conf_s
+    fused = fused * mask.unsqueeze(1).to(fused.dtype)
+    labels = torch.where(mask, fused.argmax(dim=1), torch.zeros_like(h_g, dtype=torch.long))
+    source = conf_g.to(torch.int8) + 2 * conf_s.to(torch.int8)
+    return PseudoLabels(labels=labels, mask=mask, probs=fused, source=source)
