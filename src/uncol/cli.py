@@ -76,6 +76,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("teacher", help="the generalized (foundation-model) teacher")
+    tsub = p.add_subparsers(dest="teacher_command", required=True, metavar="SUBCOMMAND")
+    c = tsub.add_parser("cache", help="precompute the teacher's encoder features of a config's images")
+    c.add_argument("config", help="YAML config (its teacher section names the teacher)")
+    _add_set(c)
+    c.add_argument("--split", choices=["train", "labeled", "unlabeled", "val", "test"], default="train")
+    c.add_argument("--embeddings", action="store_true", default=None,
+                   help="also cache full image embeddings (default: only for val/test)")
+    c.add_argument("--max-cases", type=int, default=0, help="at most N cases (0 = all)")
+    c.add_argument("--quiet", action="store_true")
+    c = tsub.add_parser("zero-shot", help="score the teacher alone, prompted with ground-truth boxes")
+    c.add_argument("config", help="YAML config (data, split and teacher sections)")
+    _add_set(c)
+    c.add_argument("--split", choices=["val", "test", "labeled"], default="test")
+    c.add_argument("--max-cases", type=int, default=0, help="score at most N cases (0 = all)")
+    c.add_argument("--jitter", type=float, default=0.0, help="box jitter in px at 1024 (0: tight boxes)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the box jitter")
+    c.add_argument("--convention", choices=["standard", "medpy", "both"], default="both")
+    c.add_argument("--out", default=None, help="folder for the JSON report (default: OUTPUT_DIR/NAME_zero_shot)")
+    c.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    c.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     c = csub.add_parser("show", help="print the resolved configuration")
@@ -180,6 +202,40 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_teacher(a: argparse.Namespace) -> int:
+    from uncol.config import load_config
+
+    cfg = load_config(a.config, a.overrides)
+    if cfg.teacher.name == "none":
+        cfg = load_config(a.config, [*a.overrides, "teacher.name=litemedsam"])
+    if cfg.train.threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
+    if a.teacher_command == "cache":
+        from uncol.teachers.precompute import precompute_cache
+
+        r = precompute_cache(cfg, a.split, a.embeddings, a.max_cases, show_progress=not a.quiet)
+        print(f"{r['images']} image(s) of {r['cases']} case(s): {r['computed']} computed, "
+              f"{r['cached_before']} already cached, {r['damaged_recomputed']} damaged entries recomputed, "
+              f"{r['seconds']:.0f} s")
+        for kind, d in r["disk"].items():
+            if d["files"]:
+                print(f"{kind}: {d['files']} entries, {d['bytes'] / 2**20:.1f} MiB in {r['cache_dir']}")
+        return 0
+    from uncol.teachers.zero_shot import zero_shot_evaluate
+
+    convs = ("standard", "medpy") if a.convention == "both" else (a.convention,)
+    res = zero_shot_evaluate(
+        cfg, a.split, a.max_cases, convs, a.jitter, a.seed, a.out, show_progress=not a.quiet, use_cache=not a.no_cache
+    )
+    names = cfg.data.class_names or None
+    for conv in convs:
+        _print_metrics(f"zero-shot {cfg.teacher.name}, {a.split} ({conv} convention)", res[conv], names)
+    print(f"\nreport: {res['meta']['path']}")
+    return 0
+
+
 def _cmd_config(a: argparse.Namespace) -> int:
     from uncol.config import config_reference_markdown, load_config
 
@@ -198,6 +254,7 @@ COMMANDS = {
     "data": _cmd_data,
     "demo": _cmd_demo,
     "config": _cmd_config,
+    "teacher": _cmd_teacher,
 }
 
 

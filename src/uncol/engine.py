@@ -41,7 +41,12 @@ from uncol.models import build_network, count_parameters
 
 CHECKPOINT_VERSION = 1
 # Options that may differ between a run and its resumption: they change speed, not results.
-RESUME_MAY_DIFFER = {"train.device", "train.num_workers", "train.threads", "train.amp", "output_dir"}
+#: Settings that change where or how fast a run computes, never what it computes: a resumed run may
+#: change them. (The teacher cache is keyed by content, so moving it changes nothing.)
+RESUME_MAY_DIFFER = {
+    "train.device", "train.num_workers", "train.threads", "train.amp", "output_dir",
+    "teacher.device", "teacher.cache_dir", "teacher.batch_size",
+}
 
 
 class RunPaths:

@@ -1,0 +1,100 @@
+"""``uncol teacher cache``: compute the teacher's encoder outputs of a run's images ahead of training.
+
+The cache is keyed by image content, so this must encode exactly the arrays that will be looked up:
+
+* training splits of a 2D run: the in-memory training samples (normalised, resized to
+  ``train.patch_size``) that :class:`uncol.data.training.SampleSet` builds and a method reads back;
+* training splits of a 3D run: the normalised volumes' slices along ``teacher.slice_axis``;
+* ``val`` / ``test``: the normalised slices that zero-shot evaluation encodes (slices with at least
+  one labeled class), with their image embeddings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from uncol import teachers
+from uncol.config import Config
+from uncol.data.readers import load_case
+from uncol.data.training import SampleSet, prepare_case
+from uncol.data.types import Case
+from uncol.teachers.base import FoundationTeacher
+from uncol.teachers.zero_shot import resolve_slice_axis, split_cases
+
+TRAINING_SPLITS = ("train", "labeled", "unlabeled")
+
+
+def _training_images(cfg: Config, cases: list[Case]) -> Iterator[np.ndarray]:
+    if cfg.spatial_dims == 2:
+        yield from (s.image for s in SampleSet(cases, cfg, use_labels=False).samples)
+        return
+    for case in cases:
+        data = prepare_case(load_case(case, cfg.data), cfg)
+        axis = resolve_slice_axis(cfg.teacher.slice_axis, data)
+        for s in range(data.image.shape[axis + 1]):
+            yield np.take(data.image, s, axis=axis + 1)
+
+
+def _evaluation_images(cfg: Config, cases: list[Case]) -> Iterator[np.ndarray]:
+    for case in cases:
+        data = prepare_case(load_case(case, cfg.data), cfg)
+        if data.image.ndim == 3:
+            yield data.image
+            continue
+        axis = resolve_slice_axis(cfg.teacher.slice_axis, data)
+        for s in range(data.image.shape[axis + 1]):
+            if data.label is None or np.take(data.label, s, axis=axis).any():
+                yield np.take(data.image, s, axis=axis + 1)
+
+
+def precompute_cache(
+    cfg: Config,
+    split: str = "train",
+    embeddings: bool | None = None,
+    max_cases: int = 0,
+    show_progress: bool = True,
+    teacher: FoundationTeacher | None = None,
+) -> dict[str, Any]:
+    """Encode every image of ``split`` that is not cached yet.
+
+    Args:
+        cfg: run configuration.
+        split: ``train`` (labeled + unlabeled), ``labeled``, ``unlabeled``, ``val`` or ``test``.
+        embeddings: also cache full image embeddings (default: only for ``val``/``test``, which
+            zero-shot evaluation decodes with prompts).
+        max_cases: at most this many cases (0 = all).
+        show_progress: draw a progress bar.
+        teacher: a teacher to use instead of building ``cfg.teacher``.
+
+    Returns:
+        Counts (images, computed, cached before, damaged entries recomputed), seconds and disk usage.
+    """
+    t0 = time.time()
+    teacher = teacher or teachers.build_teacher(cfg.teacher)
+    cache = teachers.open_cache(cfg, teacher)
+    cases = split_cases(cfg, split)
+    if max_cases > 0:
+        cases = cases[:max_cases]
+    evaluation = split not in TRAINING_SPLITS
+    want_emb = evaluation if embeddings is None else embeddings
+    images = list((_evaluation_images if evaluation else _training_images)(cfg, cases))
+    with tqdm(total=len(images), desc=f"teacher cache {split}", unit="img", disable=not show_progress, dynamic_ncols=True) as bar:
+        stats = cache.warm(images, want_emb, progress=bar.update)
+    usage = cache.disk_usage()
+    return {
+        "split": split,
+        "cases": len(cases),
+        "images": len(images),
+        "computed": stats.misses,
+        "cached_before": stats.hits,
+        "damaged_recomputed": stats.corrupt,
+        "embeddings": want_emb,
+        "seconds": round(time.time() - t0, 1),
+        "cache_dir": str(cache.root),
+        "disk": {kind: {"files": n, "bytes": b} for kind, (n, b) in usage.items()},
+    }
