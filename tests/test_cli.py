@@ -113,3 +113,15 @@ def test_demo_runs_on_what_pip_installs(tmp_path, capsys):
     assert "grey_matter" in out and "white_matter" in out and "run folder" in out
     assert (tmp_path / "demo" / "metrics_test.json").exists()
     assert len(list((tmp_path / "demo_data" / "imagesTr").glob("*.nii.gz"))) >= 10
+
+
+def test_public_api_names_stay_functions_after_every_submodule_is_imported():
+    import importlib
+    import pkgutil
+
+    import uncol
+
+    for mod in pkgutil.walk_packages(uncol.__path__, "uncol."):
+        importlib.import_module(mod.name)
+    for name in ("train", "evaluate", "predict", "score", "check_data", "demo"):
+        assert callable(getattr(uncol, name)), f"uncol.{name} is not callable once its modules are imported"

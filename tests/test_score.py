@@ -1,4 +1,4 @@
-"""``uncol.score`` on folders and files of NIfTI and PNG label maps built on the fly."""
+"""``uncol.score`` (uncol.scoring) on folders and files of NIfTI and PNG label maps built on the fly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from uncol.errors import DataError
-from uncol.score import score, write_json
+from uncol.scoring import score, write_json
 
 
 def _box(shape: tuple[int, ...], start: tuple[int, ...], size: tuple[int, ...], value: int = 1) -> np.ndarray:

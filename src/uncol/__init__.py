@@ -2,6 +2,9 @@
 
 The public API (``uncol.train``, ``uncol.evaluate``, ``uncol.predict``, ``uncol.score``,
 ``uncol.check_data``, ``uncol.demo``) is imported lazily so that ``import uncol`` stays cheap.
+The implementing modules have other names (``uncol.evaluation``, ``uncol.prediction``,
+``uncol.scoring``, ``uncol.demo_run``): importing a submodule binds its name on the package, so a
+module called ``uncol/evaluate.py`` would replace the function ``uncol.evaluate`` once imported.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "demo":
-        from uncol.demo import run_demo
+        from uncol.demo_run import run_demo
 
         return run_demo
     if name in ("Config", "load_config"):

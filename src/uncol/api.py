@@ -68,7 +68,7 @@ def train(
         run_dir = Path(config) if (not isinstance(config, Config) and Path(config).is_dir()) else run_dir_of(cfg)
     summary = Trainer(cfg, run_dir, resume=resume, show_progress=show_progress).fit()
     out: dict[str, Any] = {"run_dir": str(run_dir), "train": summary.to_json()}
-    from uncol.evaluate import evaluate_run
+    from uncol.evaluation import evaluate_run
 
     splits = RunPaths(run_dir)
     for split in evaluate_splits:
@@ -80,22 +80,22 @@ def train(
 
 
 def evaluate(run_dir: str | Path, split: str = "test", **kwargs: Any) -> dict[str, Any]:
-    """Score a trained run on a split; see :func:`uncol.evaluate.evaluate_run`."""
-    from uncol.evaluate import evaluate_run
+    """Score a trained run on a split; see :func:`uncol.evaluation.evaluate_run`."""
+    from uncol.evaluation import evaluate_run
 
     return evaluate_run(run_dir, split, **kwargs)
 
 
 def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any) -> list[Path]:
-    """Segment files with a trained run; see :func:`uncol.predict.predict_files`."""
-    from uncol.predict import predict_files
+    """Segment files with a trained run; see :func:`uncol.prediction.predict_files`."""
+    from uncol.prediction import predict_files
 
     return predict_files(run_dir, inputs, out_dir, **kwargs)
 
 
 def score(pred: str | Path, gt: str | Path, **kwargs: Any) -> dict[str, Any]:
-    """Score prediction files against reference files; see :func:`uncol.score.score`."""
-    from uncol.score import score as _score
+    """Score prediction files against reference files; see :func:`uncol.scoring.score`."""
+    from uncol.scoring import score as _score
 
     return _score(pred, gt, **kwargs)
 

@@ -168,7 +168,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 def _cmd_score(a: argparse.Namespace) -> int:
     from uncol import api
-    from uncol.score import write_json
+    from uncol.scoring import write_json
 
     res = api.score(a.pred, a.gt, spacing=a.spacing, convention=a.convention, num_classes=a.num_classes)
     _print_metrics(f"{res['convention']} convention, {len(res['cases'])} case(s)", res)
@@ -191,7 +191,7 @@ def _cmd_data(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from uncol.demo import run_demo
+    from uncol.demo_run import run_demo
 
     res = run_demo(a.out, iterations=a.iterations, device=a.device, show_progress=not a.quiet, resume=a.resume)
     t = res["train"]

@@ -138,12 +138,50 @@ class AugmentConfig:
 class MethodConfig:
     """The training method and its semi-supervised settings."""
 
-    name: Literal["supervised"] = _f("supervised", "Training method.")
+    name: Literal["supervised", "uncol"] = _f(
+        "supervised", "Training method: 'supervised' (labeled data only) or 'uncol' (docs/methods.md)."
+    )
     unlabeled_batch_size: int = _f(0, "Unlabeled samples per batch (semi-supervised methods).")
     ema_decay: float = _f(0.99, "Momentum of the EMA (mean-teacher) weights.")
-    consistency_weight: float = _f(0.1, "Maximum weight of the unsupervised loss.")
+    consistency_weight: float = _f(
+        0.1, "Maximum weight of the unsupervised (pseudo-label) loss; UnCoL: 0.5 as in the paper."
+    )
     consistency_rampup: float = _f(
-        0.4, "Fraction of training over which the unsupervised weight ramps up (Gaussian exp(-5(1-t)^2))."
+        0.4,
+        "Fraction of the semi-supervised phase over which the unsupervised weight and the entropy threshold "
+        "ramp up (Gaussian exp(-5(1-t)^2)).",
+    )
+    stage1_fraction: float = _f(
+        0.5,
+        "UnCoL: fraction of train.iterations spent in stage 1 (labeled pretraining with distillation); the rest "
+        "is stage 2 (semi-supervised fine-tuning). 1.0 = stage 1 only (Table 4's distillation rows).",
+    )
+    distill: Literal["both", "visual", "semantic", "none"] = _f(
+        "both",
+        "UnCoL stage 1 dual-path distillation: visual (student layers 1-3 <- teacher encoder layers), semantic "
+        "(last student layer <- prompt-fused features), both, or none (Table 4).",
+    )
+    distill_weight: float = _f(1.0, "UnCoL: maximum weight of the distillation loss (visual + semantic).")
+    distill_rampup: float = _f(
+        0.2, "UnCoL: fraction of stage 1 over which the distillation weight ramps up (Gaussian); 0 = constant."
+    )
+    pseudo_labels: Literal["uncertainty", "average", "specialized", "generalized", "none"] = _f(
+        "uncertainty",
+        "UnCoL stage 2 pseudo-labels (Table 4): entropy-gated fusion of both teachers ('uncertainty', UAPL), their "
+        "plain average, the EMA teacher alone, the foundation teacher alone, or none (stage 2 skipped).",
+    )
+    threshold_start: float = _f(
+        0.75, "UnCoL: entropy threshold at the start of stage 2, as a fraction of ln(num_classes)."
+    )
+    threshold_end: float = _f(1.0, "UnCoL: entropy threshold once ramped up, as a fraction of ln(num_classes).")
+    copy_paste_ratio: float = _f(0.6, "UnCoL: fraction of spatial patches replaced by copy-paste mixing (paper: 60%).")
+    copy_paste_patch: int = _f(
+        0, "UnCoL: copy-paste patch size in pixels/voxels; 0 = model.vit_patch, so patches align with ViT tokens."
+    )
+    adapter_context: Literal["teacher", "self"] = _f(
+        "teacher",
+        "UnCoL: keys/values of the knowledge adapter during training: the teachers' features (stage 1: the "
+        "foundation teacher's prompt-fused features; stage 2: the EMA teacher's tokens) or the student's own.",
     )
 
 
@@ -480,7 +518,49 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"method.ema_decay: must be in (0, 1), got {m.ema_decay}")
     if m.unlabeled_batch_size < 0:
         raise ConfigError("method.unlabeled_batch_size: must be >= 0")
+    for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio"):
+        if not 0.0 <= getattr(m, k) <= 1.0:
+            raise ConfigError(f"method.{k}: must be in [0, 1], got {getattr(m, k)}")
+    for k in ("consistency_weight", "distill_weight", "copy_paste_patch"):
+        if getattr(m, k) < 0:
+            raise ConfigError(f"method.{k}: must be >= 0, got {getattr(m, k)}")
+    if not 0.0 < m.threshold_start <= m.threshold_end <= 1.0:
+        raise ConfigError(
+            f"method.threshold_start/threshold_end: need 0 < start <= end <= 1, got {m.threshold_start}, {m.threshold_end}"
+        )
+    if m.name == "uncol":
+        _validate_uncol(cfg)
     _validate_teacher(cfg.teacher)
+
+
+def _validate_uncol(cfg: Config) -> None:
+    """Options that UnCoL needs on top of the generic ones (each error names the option to change)."""
+    m = cfg.method
+    if not cfg.model.arch.startswith("uncol_student"):
+        raise ConfigError(
+            f"model.arch: method.name=uncol trains the UnCoL student; use uncol_student{cfg.spatial_dims}d, "
+            f"not {cfg.model.arch}"
+        )
+    needs_teacher = m.distill != "none" or m.pseudo_labels in ("uncertainty", "average", "generalized")
+    if needs_teacher and cfg.teacher.name == "none":
+        raise ConfigError(
+            f"teacher.name: method.distill={m.distill} / method.pseudo_labels={m.pseudo_labels} need the foundation "
+            "teacher (teacher.name=litemedsam), or set method.distill=none and method.pseudo_labels=specialized|none"
+        )
+    if m.pseudo_labels != "none" and m.stage1_fraction < 1.0 and m.unlabeled_batch_size < 1:
+        raise ConfigError("method.unlabeled_batch_size: UnCoL stage 2 needs unlabeled images (>= 1 per batch)")
+    if cfg.augment.rotate_degrees > 0:
+        raise ConfigError(
+            "augment.rotate_degrees: UnCoL maps the cached teacher features onto augmented views with flips and "
+            "90-degree rotations only; set augment.rotate_degrees=0"
+        )
+    if cfg.spatial_dims == 2 and not cfg.train.resize_2d:
+        raise ConfigError("train.resize_2d: UnCoL caches teacher features of whole slices; set train.resize_2d=true")
+    if m.copy_paste_patch and m.copy_paste_patch % (cfg.model.vit_patch or (16 if cfg.spatial_dims == 2 else 8)):
+        raise ConfigError(
+            "method.copy_paste_patch: must be a multiple of model.vit_patch, so that teacher features and EMA tokens "
+            f"can be mixed with the same mask as the pixels; got {m.copy_paste_patch}"
+        )
 
 
 def _validate_teacher(t: TeacherConfig) -> None:

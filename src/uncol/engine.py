@@ -307,6 +307,7 @@ class Trainer:
             unlabeled,
             cfg.method.unlabeled_batch_size if self.method.uses_unlabeled else 0,
         )
+        self.method.setup_data(labeled, unlabeled, self.paths.root, bar)
         for m in self.method.modules().values():
             m.to(self.device)
         params = list(self.method.parameters())

@@ -40,6 +40,8 @@ class Sample:
     source: str
     image: np.ndarray
     label: np.ndarray | None
+    #: the case's slice axis (3D samples; what a 2D teacher slices them along by default).
+    slice_axis: int = 2
 
 
 def prepare_case(data: CaseData, cfg: Config) -> CaseData:
@@ -101,22 +103,29 @@ class SampleSet:
                     self.samples.append(Sample(sid, img, None if lab is None else lab.astype(np.int64)))
             else:
                 img, lab, _ = pad_to_size(data.image, data.label, self.patch_size)
-                self.samples.append(Sample(data.case_id, img, None if lab is None else lab.astype(np.int64)))
+                self.samples.append(
+                    Sample(data.case_id, img, None if lab is None else lab.astype(np.int64), data.slice_axis)
+                )
             if progress is not None:
                 progress(i + 1, len(cases))
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def draw(self, rng: np.random.Generator, augment: AugmentConfig | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    def draw(
+        self, rng: np.random.Generator, augment: AugmentConfig | None
+    ) -> tuple[np.ndarray, np.ndarray | None, int, tuple[tuple[bool, ...], int]]:
         """Draw one item with ``rng``: pick a sample, crop to the patch size, augment.
 
         Returns:
-            ``(image, label, index)``: image ``(C, *patch)``, label ``patch`` or None, sample index.
+            ``(image, label, index, geometry)``: image ``(C, *patch)``, label ``patch`` or None, sample
+            index, and the augmentation's ``(flips, rot90)`` (what a method needs to map features
+            computed on the un-augmented sample, e.g. cached teacher features, onto the drawn view).
         """
         idx = int(rng.integers(len(self.samples)))
         s = self.samples[idx]
         image, label = s.image, s.label
+        geometry: tuple[tuple[bool, ...], int] = ((False,) * self.spatial_dims, 0)
         if tuple(image.shape[1:]) != self.patch_size:
             image, label, _ = pad_to_size(image, label, self.patch_size)
             start = sample_crop_start(label, image.shape[1:], self.patch_size, rng)
@@ -125,9 +134,10 @@ class SampleSet:
             square = self.patch_size[-1] == self.patch_size[-2]
             params = sample_augment(augment, self.spatial_dims, rng, square)
             image, label = apply_augment(image, label, params)
+            geometry = (tuple(params.flips), int(params.rot90))
         return np.ascontiguousarray(image, dtype=np.float32), (
             None if label is None else np.ascontiguousarray(label, dtype=np.int64)
-        ), idx
+        ), idx, geometry
 
 
 class StepBatches(Dataset):
@@ -163,23 +173,29 @@ class StepBatches(Dataset):
     def __len__(self) -> int:  # pragma: no cover - indexed by step through a sampler
         return 2**62
 
-    def _stream(self, sset: SampleSet, n: int, step: int, stream: int) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+    def _stream(
+        self, sset: SampleSet, n: int, step: int, stream: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[tuple[bool, ...], int]]]:
         rng = np.random.default_rng([self.seed, step, stream])
-        images, labels, ids = [], [], []
+        images, labels, ids, geometry = [], [], [], []
         for _ in range(n):
-            img, lab, idx = sset.draw(rng, self.augment)
+            img, lab, idx, geo = sset.draw(rng, self.augment)
             images.append(img)
             labels.append(lab)
             ids.append(idx)
+            geometry.append(geo)
         image = torch.from_numpy(np.stack(images))
         label = None if labels[0] is None else torch.from_numpy(np.stack(labels))
-        return image, label, ids
+        return image, label, ids, geometry
 
     def __getitem__(self, step: int) -> dict[str, object]:
-        image, label, ids = self._stream(self.labeled, self.batch_size, int(step), self.LABELED_STREAM)
-        batch: dict[str, object] = {"step": int(step), "image": image, "label": label, "ids": ids}
+        image, label, ids, geo = self._stream(self.labeled, self.batch_size, int(step), self.LABELED_STREAM)
+        batch: dict[str, object] = {"step": int(step), "image": image, "label": label, "ids": ids, "geometry": geo}
         if self.unlabeled_batch_size > 0 and self.unlabeled is not None:
-            u_image, _, u_ids = self._stream(self.unlabeled, self.unlabeled_batch_size, int(step), self.UNLABELED_STREAM)
+            u_image, _, u_ids, u_geo = self._stream(
+                self.unlabeled, self.unlabeled_batch_size, int(step), self.UNLABELED_STREAM
+            )
             batch["unlabeled_image"] = u_image
             batch["unlabeled_ids"] = u_ids
+            batch["unlabeled_geometry"] = u_geo
         return batch

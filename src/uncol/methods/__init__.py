@@ -8,9 +8,11 @@ from uncol.config import Config
 from uncol.errors import ConfigError
 from uncol.methods.base import StepContext, TrainingMethod
 from uncol.methods.supervised import SupervisedMethod
+from uncol.methods.uncol import UnCoLMethod
 
 METHODS: dict[str, type[TrainingMethod]] = {
     SupervisedMethod.name: SupervisedMethod,
+    UnCoLMethod.name: UnCoLMethod,
 }
 
 

@@ -7,14 +7,18 @@ schedule, mixed precision, validation, checkpoints and logs. This mirrors nnU-Ne
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from uncol.config import Config
+
+if TYPE_CHECKING:
+    from uncol.data.training import SampleSet
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,19 @@ class TrainingMethod:
     def __init__(self, cfg: Config, network: nn.Module) -> None:
         self.cfg = cfg
         self.network = network
+
+    def setup_data(self, labeled: SampleSet, unlabeled: SampleSet | None, run_dir: Path, bar: Callable[..., Any]) -> None:
+        """Called once the training samples are in memory, before the optimiser is built.
+
+        Methods precompute per-sample data here (e.g. teacher targets) and may create trainable
+        modules (e.g. distillation projections) that :meth:`modules` / :meth:`parameters` then return.
+
+        Args:
+            labeled: the labeled training samples.
+            unlabeled: the unlabeled ones (``None`` when the method uses none).
+            run_dir: the run folder.
+            bar: factory of progress bars (``bar(total=..., desc=...)``, a context manager).
+        """
 
     def modules(self) -> dict[str, nn.Module]:
         """Every module whose state is checkpointed, by name."""

@@ -4,7 +4,8 @@ The cache is keyed by image content, so this must encode exactly the arrays that
 
 * training splits of a 2D run: the in-memory training samples (normalised, resized to
   ``train.patch_size``) that :class:`uncol.data.training.SampleSet` builds and a method reads back;
-* training splits of a 3D run: the normalised volumes' slices along ``teacher.slice_axis``;
+* training splits of a 3D run: the in-memory samples' slices along ``teacher.slice_axis`` (volumes
+  normalised and padded to ``train.patch_size``, as UnCoL reads them);
 * ``val`` / ``test``: the normalised slices that zero-shot evaluation encodes (slices with at least
   one labeled class), with their image embeddings.
 """
@@ -24,20 +25,18 @@ from uncol.data.readers import load_case
 from uncol.data.training import SampleSet, prepare_case
 from uncol.data.types import Case
 from uncol.teachers.base import FoundationTeacher
+from uncol.teachers.targets import sample_slices, teacher_slice_axis
 from uncol.teachers.zero_shot import resolve_slice_axis, split_cases
 
 TRAINING_SPLITS = ("train", "labeled", "unlabeled")
 
 
 def _training_images(cfg: Config, cases: list[Case]) -> Iterator[np.ndarray]:
-    if cfg.spatial_dims == 2:
-        yield from (s.image for s in SampleSet(cases, cfg, use_labels=False).samples)
-        return
-    for case in cases:
-        data = prepare_case(load_case(case, cfg.data), cfg)
-        axis = resolve_slice_axis(cfg.teacher.slice_axis, data)
-        for s in range(data.image.shape[axis + 1]):
-            yield np.take(data.image, s, axis=axis + 1)
+    # Exactly what uncol.teachers.targets looks up: the in-memory samples (3D: padded to the patch
+    # size), sliced along the teacher's axis.
+    for sample in SampleSet(cases, cfg, use_labels=False).samples:
+        axis = teacher_slice_axis(cfg.teacher.slice_axis, sample.image.shape[1:], sample.slice_axis) if sample.image.ndim == 4 else 0
+        yield from sample_slices(sample, axis)
 
 
 def _evaluation_images(cfg: Config, cases: list[Case]) -> Iterator[np.ndarray]:

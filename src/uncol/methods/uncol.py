@@ -1,0 +1,370 @@
+"""UnCoL: uncertainty-informed collaborative learning (Lu, Hong and Yang, arXiv:2512.13101).
+
+Two stages in one run (``method.stage1_fraction`` of ``train.iterations`` for the first):
+
+**Stage 1, data-efficient pretraining** (labeled data only). Each labeled image is mixed with another
+labeled image of the batch by patch copy-paste (``method.copy_paste_ratio`` = 60% of the patches,
+masks mixed identically). The student is trained with Dice + cross-entropy plus dual-path knowledge
+distillation from the frozen foundation teacher, with a Gaussian-ramped weight:
+
+* visual path: student ViT layers 1-3 -> light FFN projections -> MSE against the teacher's encoder
+  features at the mapped layers (``teacher.layers``);
+* semantic path: the last student layer -> FFN -> MSE against the teacher's prompt-fused features
+  (ground-truth boxes), on tokens where a class was prompted.
+
+The knowledge adapter attends to the teacher's prompt-fused features (``method.adapter_context``).
+
+**Stage 2, semi-supervised fine-tuning.** The specialized teacher is an EMA of the student (momentum
+``method.ema_decay``), started from the stage-1 student. For each unlabeled image both teachers give
+class probabilities: the EMA teacher directly, the foundation teacher prompted from the EMA teacher's
+pseudo-label (boxes or low-uncertainty points). Uncertainty-aware pseudo-labels
+(:func:`uncol.methods.pseudo_labels.fuse_pseudo_labels`) keep the pixels where at least one teacher's
+entropy is below a ramped threshold. Labeled and unlabeled images are mixed both ways by copy-paste
+(bidirectional, as BCP); labels and pseudo-labels are mixed with the same mask. Loss: Dice + CE on the
+labeled pixels, ``method.consistency_weight`` (0.5) x Gaussian ramp x Dice + CE on the confident
+pseudo-labelled pixels, plus the visual distillation (semantic distillation off). The adapter attends
+to the EMA teacher's last-layer tokens.
+
+Every loss term, the ramps, the threshold and the fraction of pseudo-labelled pixels supervised by each
+teacher, by both and by neither are returned for the logs. Table 4's ablations are combinations of
+``method.distill`` and ``method.pseudo_labels`` (docs/methods.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uncol.config import Config
+from uncol.data.copy_paste import mix, sample_patch_mask
+from uncol.data.training import SampleSet
+from uncol.ema import EMA
+from uncol.errors import ConfigError
+from uncol.methods.base import StepContext, TrainingMethod
+from uncol.methods.losses import SegmentationLoss, masked_dice_ce
+from uncol.methods.pseudo_labels import entropy, fuse_pseudo_labels, gaussian_rampup
+from uncol.models.student import UnCoLStudent
+
+
+class Projection(nn.Module):
+    """Light FFN mapping student tokens ``(B, N, D)`` to a teacher width ``C``: Linear-GELU-Linear."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, out_dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.net(tokens)
+
+
+def tokens_of(target: torch.Tensor) -> torch.Tensor:
+    """A target map ``(B, C, *grid)`` as layer-normalised tokens ``(B, N, C)``.
+
+    Teacher layers differ in scale by orders of magnitude; normalising each token over channels (no
+    affine) gives every distillation pair a comparable loss scale.
+    """
+    t = target.flatten(2).transpose(1, 2)
+    return F.layer_norm(t, t.shape[-1:])
+
+
+def token_mask(mask: torch.Tensor, patch: int) -> torch.Tensor:
+    """A pixel mask ``(B, *spatial)`` whose patches align with ViT tokens, at token resolution."""
+    index = (slice(None),) + tuple(slice(0, None, patch) for _ in range(mask.ndim - 1))
+    return mask[index]
+
+
+class UnCoLMethod(TrainingMethod):
+    """The UnCoL training method (both stages, 2D and 3D)."""
+
+    name = "uncol"
+
+    def __init__(self, cfg: Config, network: nn.Module) -> None:
+        super().__init__(cfg, network)
+        if not isinstance(network, UnCoLStudent):
+            raise ConfigError(f"model.arch: method.name=uncol needs the UnCoL student, got {type(network).__name__}")
+        m = cfg.method
+        self.m = m
+        it = cfg.train.iterations
+        self.stage1_steps = it if m.pseudo_labels == "none" else int(round(m.stage1_fraction * it))
+        self.uses_unlabeled = self.stage1_steps < it
+        self.use_visual = m.distill in ("both", "visual")
+        self.use_semantic = m.distill in ("both", "semantic")
+        self.use_general_pl = m.pseudo_labels in ("uncertainty", "average", "generalized")
+        self.has_teacher = cfg.teacher.name != "none"
+        # Stage-1 adapter context: the teacher's prompt-fused features (which the semantic targets are).
+        self.teacher_context = m.adapter_context == "teacher" and self.has_teacher
+        self.need_semantic = self.use_semantic or self.teacher_context
+        self.patch = int(network.vit_patch)
+        self.cp_patch = m.copy_paste_patch or self.patch
+        self.grid = tuple(int(p) // self.patch for p in cfg.train.patch_size)
+        self.sup_loss = SegmentationLoss(cfg.train.loss_dice_weight, cfg.train.loss_ce_weight)
+        self.ema = EMA(network, m.ema_decay)
+        self.projections = nn.ModuleDict()
+        self.visual_pairs: list[tuple[int, str]] = []  # (student layer index, teacher layer)
+        self.semantic_layer: int | None = None
+        self.teacher: Any = None
+        self.targets_l: Any = None
+        self.targets_u: Any = None
+        if self.has_teacher and (self.use_visual or self.need_semantic or self.use_general_pl):
+            from uncol import teachers
+
+            self.teacher = teachers.build_teacher(cfg.teacher)
+            self.cache = teachers.open_cache(cfg, self.teacher)
+            depth = len(network.vit.layers) if hasattr(network.vit, "layers") else cfg.model.vit_depth
+            for student_layer, name in self.teacher.layer_map.items():
+                if student_layer > depth:
+                    raise ConfigError(
+                        f"teacher.layers: {len(self.teacher.layers)} entries but the student has {depth} layers"
+                    )
+                if name == teachers.FUSED:
+                    self.semantic_layer = student_layer - 1
+                else:
+                    self.visual_pairs.append((student_layer - 1, name))
+            if self.use_semantic and self.semantic_layer is None:
+                raise ConfigError(
+                    f"teacher.layers: method.distill={m.distill} needs a student layer mapped to '{teachers.FUSED}'"
+                )
+
+    # ---- set-up ---------------------------------------------------------------------------------
+
+    def setup_data(
+        self,
+        labeled: SampleSet,
+        unlabeled: SampleSet | None,
+        run_dir: Path,
+        bar: Callable[..., Any],
+    ) -> None:
+        """Precompute the teacher targets of every training sample (encoder outputs come from the cache)."""
+        if self.cfg.spatial_dims == 3:
+            patch = tuple(self.cfg.train.patch_size)
+            for sset in (labeled, unlabeled):
+                for s in [] if sset is None else sset.samples:
+                    if tuple(s.image.shape[1:]) != patch:
+                        raise ConfigError(
+                            f"train.patch_size: UnCoL 3D computes teacher features on whole volumes; {s.source} has "
+                            f"shape {list(s.image.shape[1:])}, larger than train.patch_size={list(patch)} (use a patch "
+                            "size that holds every training volume)"
+                        )
+        if self.teacher is None:
+            return
+        from uncol.teachers.targets import TeacherTargets
+
+        with bar(total=len(labeled), desc="teacher targets (labeled)", leave=False) as pb:
+            self.targets_l = TeacherTargets(
+                self.teacher, self.cache, labeled, self.cfg, self.grid, semantic=self.need_semantic,
+                progress=lambda i, n: pb.update(1),
+            )
+        if self.uses_unlabeled and unlabeled is not None and (self.use_visual or self.use_general_pl):
+            with bar(total=len(unlabeled), desc="teacher targets (unlabeled)", leave=False) as pb:
+                self.targets_u = TeacherTargets(
+                    self.teacher, self.cache, unlabeled, self.cfg, self.grid, embeddings=self.use_general_pl,
+                    progress=lambda i, n: pb.update(1),
+                )
+        dim = self.network.vit_dim
+        channels = self.targets_l.visual_channels
+        if self.use_visual:
+            for j, name in self.visual_pairs:
+                self.projections[f"visual{j + 1}"] = Projection(dim, channels[name])
+        if self.need_semantic:
+            width = self.targets_l.semantic_channels
+            if self.use_semantic and self.semantic_layer is not None:
+                self.projections[f"semantic{self.semantic_layer + 1}"] = Projection(dim, width)
+            if self.teacher_context and width not in self.network.adapter.context_dims:
+                raise ConfigError(
+                    f"model.context_dims: the adapter attends to the teacher's fused features of width {width}; "
+                    f"add {width} to model.context_dims (now {list(self.network.adapter.context_dims)}), or set "
+                    "method.adapter_context=self"
+                )
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"network": self.network, "ema": self.ema, "projections": self.projections}
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        yield from (p for p in self.network.parameters() if p.requires_grad)
+        yield from self.projections.parameters()
+
+    def train(self, mode: bool = True) -> None:
+        self.network.train(mode)
+        self.projections.train(mode)
+
+    # ---- pieces ---------------------------------------------------------------------------------
+
+    def _patch_masks(self, n: int, spatial: tuple[int, ...], rng: np.random.Generator, device: torch.device) -> torch.Tensor:
+        masks = [sample_patch_mask(spatial, self.cp_patch, self.m.copy_paste_ratio, rng) for _ in range(n)]
+        return torch.from_numpy(np.stack(masks)).to(device)
+
+    def _distill(self, layers: list[torch.Tensor], visual: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        loss = layers[0].new_zeros(())
+        if visual is None:
+            return loss
+        for j, name in self.visual_pairs:
+            pred = self.projections[f"visual{j + 1}"](layers[j])
+            loss = loss + F.mse_loss(pred, tokens_of(visual[name]))
+        return loss
+
+    def _semantic(self, layers: list[torch.Tensor], target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        assert self.semantic_layer is not None
+        pred = self.projections[f"semantic{self.semantic_layer + 1}"](layers[self.semantic_layer])
+        err = (pred - tokens_of(target)).pow(2).mean(dim=-1)  # (B, N)
+        w = valid.flatten(1).to(err.dtype)
+        return (err * w).sum() / w.sum().clamp_min(1.0)
+
+    def distill_weight(self, step: int) -> float:
+        """Weight of the distillation loss: Gaussian ramp over ``distill_rampup`` of stage 1, then constant."""
+        span = self.m.distill_rampup * self.stage1_steps
+        ramp = 1.0 if span <= 0 else gaussian_rampup(min(1.0, step / span))
+        return self.m.distill_weight * ramp
+
+    def stage2_ramp(self, step: int) -> float:
+        """Gaussian ramp of the pseudo-label weight and entropy threshold over ``consistency_rampup`` of stage 2."""
+        span = self.m.consistency_rampup * (self.cfg.train.iterations - self.stage1_steps)
+        t = step - self.stage1_steps
+        return 1.0 if span <= 0 else gaussian_rampup(min(1.0, t / span))
+
+    # ---- steps ----------------------------------------------------------------------------------
+
+    def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        if ctx.step < self.stage1_steps:
+            return self._stage1(batch, ctx)
+        if ctx.step == self.stage1_steps:
+            # The specialized teacher starts from the pretrained student (paper Sec. 3.4).
+            self.ema.module.load_state_dict(self.network.state_dict())
+        return self._stage2(batch, ctx)
+
+    def after_step(self, ctx: StepContext) -> None:
+        if ctx.step >= self.stage1_steps:
+            self.ema.update(self.network, ctx.step - self.stage1_steps + 1)
+
+    def _stage1(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        x, y = batch["image"], batch["label"]
+        dev = x.device
+        b = x.shape[0]
+        rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 11])
+        partner = torch.roll(torch.arange(b), 1).tolist()
+        m = self._patch_masks(b, tuple(x.shape[2:]), rng, dev)
+        x_mix = mix(x, x[partner], m[:, None])
+        y_mix = mix(y, y[partner], m)
+        mt = token_mask(m, self.patch)[:, None]
+        ids, views = batch["ids"], batch["geometry"]
+
+        visual = sem = valid = None
+        if self.targets_l is not None and self.use_visual:
+            v = self.targets_l.visual_targets(ids, views, dev)
+            visual = {n: mix(t, t[partner], mt) for n, t in v.items()}
+        if self.targets_l is not None and self.need_semantic:
+            s, ok = self.targets_l.semantic_targets(ids, views, dev)
+            sem, valid = mix(s, s[partner], mt), mix(ok, ok[partner], mt[:, 0])
+        context = sem if self.teacher_context else None
+        out = self.network(x_mix, context=context, return_features=True)
+        loss_sup = self.sup_loss(out.logits, y_mix)
+        loss_vis = self._distill(out.layers, visual)
+        loss_sem = (
+            self._semantic(out.layers, sem, valid) if (self.use_semantic and sem is not None) else loss_sup.new_zeros(())
+        )
+        w = self.distill_weight(ctx.step) if (self.use_visual or self.use_semantic) else 0.0
+        loss = loss_sup + w * (loss_vis + loss_sem)
+        return {
+            "loss": loss,
+            "stage": torch.tensor(1.0),
+            "loss_sup": loss_sup.detach(),
+            "loss_visual": loss_vis.detach(),
+            "loss_semantic": loss_sem.detach(),
+            "w_distill": torch.tensor(w),
+        }
+
+    @torch.no_grad()
+    def _teachers(
+        self, xu: torch.Tensor, batch: dict[str, Any], ctx: StepContext, threshold: float
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Pseudo-labels ``(Bu, *spatial)``, their mask and the per-teacher fractions of the unlabeled images."""
+        p_s = torch.softmax(self.ema(xu), dim=1)
+        p_g = None
+        if self.use_general_pl and self.targets_u is not None:
+            rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 13])
+            p_g = self.targets_u.pseudo_label_probabilities(batch["unlabeled_ids"], batch["unlabeled_geometry"], p_s, rng)
+        mode = self.m.pseudo_labels
+        stats: dict[str, float] = {}
+        if p_g is not None:
+            fused = fuse_pseudo_labels(p_g, p_s, threshold)
+            stats = fused.fractions()
+        else:
+            conf = entropy(p_s) < threshold
+            stats = {"frac_specialized_confident": float(conf.float().mean())}
+        everywhere = torch.ones(p_s.shape[:1] + p_s.shape[2:], dtype=torch.bool, device=p_s.device)
+        if mode == "uncertainty":
+            assert p_g is not None
+            return fused.labels, fused.mask, stats
+        if mode == "average":
+            assert p_g is not None
+            return ((p_g + p_s) / 2).argmax(1), everywhere, stats
+        if mode == "generalized":
+            assert p_g is not None
+            return p_g.argmax(1), everywhere, stats
+        return p_s.argmax(1), everywhere, stats  # specialized
+
+    def _stage2(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        xl, yl, xu = batch["image"], batch["label"], batch["unlabeled_image"]
+        dev = xl.device
+        n = min(xl.shape[0], xu.shape[0])
+        xl, yl, xu = xl[:n], yl[:n], xu[:n]
+        ids_l, views_l = batch["ids"][:n], batch["geometry"][:n]
+        ids_u, views_u = batch["unlabeled_ids"][:n], batch["unlabeled_geometry"][:n]
+        sub = dict(batch, unlabeled_ids=ids_u, unlabeled_geometry=views_u)
+        ramp = self.stage2_ramp(ctx.step)
+        k = self.cfg.data.num_classes
+        threshold = (self.m.threshold_start + (self.m.threshold_end - self.m.threshold_start) * ramp) * math.log(k)
+        yu, conf_u, stats = self._teachers(xu, sub, ctx, threshold)
+
+        # Bidirectional copy-paste: unlabeled patches into labeled images and labeled patches into unlabeled.
+        rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 12])
+        m = self._patch_masks(n, tuple(xl.shape[2:]), rng, dev)  # True: from the other image
+        x_in, x_out = mix(xl, xu, m[:, None]), mix(xu, xl, m[:, None])
+        y_in, y_out = mix(yl, yu, m), mix(yu, yl, m)
+        lab_in, lab_out = ~m, m  # pixels that carry a ground-truth label
+        ok_in, ok_out = mix(torch.zeros_like(conf_u), conf_u, m), mix(conf_u, torch.zeros_like(conf_u), m)
+        x_mix = torch.cat([x_in, x_out])
+        y_mix = torch.cat([y_in, y_out])
+        is_lab = torch.cat([lab_in, lab_out])
+        pseudo_ok = torch.cat([ok_in, ok_out])
+
+        mt = token_mask(m, self.patch)[:, None]
+        context = None
+        if self.m.adapter_context == "teacher":
+            with torch.no_grad():
+                tl = self.ema(xl, return_features=True).layers[-1]
+                tu = self.ema(xu, return_features=True).layers[-1]
+            grid_shape = (n, -1, *self.grid)
+            tl_map = tl.transpose(1, 2).reshape(grid_shape)
+            tu_map = tu.transpose(1, 2).reshape(grid_shape)
+            context = torch.cat([mix(tl_map, tu_map, mt), mix(tu_map, tl_map, mt)])
+        out = self.network(x_mix, context=context, return_features=True)
+        loss_sup = masked_dice_ce(out.logits, y_mix, is_lab)
+        loss_pl = masked_dice_ce(out.logits, y_mix, pseudo_ok & ~is_lab)
+        loss_vis = loss_sup.new_zeros(())
+        if self.use_visual and self.targets_l is not None and self.targets_u is not None:
+            vl = self.targets_l.visual_targets(ids_l, views_l, dev)
+            vu = self.targets_u.visual_targets(ids_u, views_u, dev)
+            visual = {name: torch.cat([mix(vl[name], vu[name], mt), mix(vu[name], vl[name], mt)]) for name in vl}
+            loss_vis = self._distill(out.layers, visual)
+        w_u = self.m.consistency_weight * ramp
+        w_d = self.m.distill_weight if self.use_visual else 0.0
+        loss = loss_sup + w_u * loss_pl + w_d * loss_vis
+        return {
+            "loss": loss,
+            "stage": torch.tensor(2.0),
+            "loss_sup": loss_sup.detach(),
+            "loss_pseudo": loss_pl.detach(),
+            "loss_visual": loss_vis.detach(),
+            "w_pseudo": torch.tensor(w_u),
+            "w_distill": torch.tensor(w_d),
+            "threshold": torch.tensor(threshold),
+            "pseudo_supervised": conf_u.float().mean().detach(),
+            **{k2: torch.tensor(v) for k2, v in stats.items()},
+        }

@@ -1,0 +1,301 @@
+"""Per-sample teacher targets for training: what a method asks the frozen foundation teacher.
+
+A training method draws augmented views of in-memory samples (:class:`uncol.data.training.SampleSet`).
+The teacher is expensive, so everything that does not depend on the training state is computed once
+per sample, on the un-augmented sample, and mapped onto each drawn view by the view's flips and
+90-degree rotations (the only geometric augmentations a method using these targets may draw):
+
+* visual targets: encoder features at the configured layers (from the on-disk feature cache);
+* semantic targets of labeled samples: the prompt-fused features for boxes from the ground truth
+  (one fixed, seeded box jitter per sample), averaged over the prompted classes;
+* probabilities for pseudo-label prompts (stage 2): *not* precomputable, since the prompts come from
+  the current pseudo-labels; the cached image embedding spares the encoder, only the decoder runs.
+
+2D samples are single images. 3D samples are volumes that the 2D teacher sees slice by slice along
+``teacher.slice_axis``; per-slice maps are stacked into a volume. Every target is finally pooled
+(adaptive average) onto the student's token grid, so the student and teacher grids are matched
+explicitly whatever ``teacher.token_grid`` is: see docs/methods.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from uncol.config import Config
+from uncol.data.training import Sample, SampleSet
+from uncol.teachers.base import FoundationTeacher, class_probabilities
+from uncol.teachers.cache import FeatureCache
+from uncol.teachers.prompts import (
+    Prompts,
+    boxes_from_mask,
+    boxes_from_pseudo_label,
+    jitter_in_pixels,
+    points_from_uncertainty,
+)
+
+Geometry = tuple[tuple[bool, ...], int]
+
+
+def teacher_slice_axis(setting: int, shape: Sequence[int], default_axis: int) -> int:
+    """The spatial axis along which a 3D sample of ``shape`` is fed to the 2D teacher.
+
+    Args:
+        setting: ``teacher.slice_axis``: 0-2 as given; -1 the case's own slice axis; -2 the axis with
+            the largest slices (ties: the case's axis).
+        shape: spatial shape ``(D0, D1, D2)``.
+        default_axis: the case's slice axis.
+    """
+    if setting >= 0:
+        return setting
+    if setting == -1:
+        return default_axis
+    areas = [math.prod(shape) // shape[a] for a in range(3)]
+    best = max(areas)
+    return default_axis if areas[default_axis] == best else areas.index(best)
+
+
+def sample_slices(sample: Sample, axis: int) -> list[np.ndarray]:
+    """The 2D images ``(C, H, W)`` of a 3D sample along spatial ``axis`` (a 2D sample: itself)."""
+    if sample.image.ndim == 3:
+        return [sample.image]
+    return [np.ascontiguousarray(np.take(sample.image, s, axis=axis + 1)) for s in range(sample.image.shape[axis + 1])]
+
+
+def apply_view(x: torch.Tensor, geometry: Geometry, inverse: bool = False) -> torch.Tensor:
+    """Mirror (or undo) a drawn view's flips and quarter turns on maps ``(..., *spatial)``.
+
+    ``geometry = (flips, rot90)`` as :meth:`SampleSet.draw` returns it: flips per spatial axis, then
+    ``rot90`` quarter turns in the plane of the last two axes (``np.rot90`` semantics), exactly the
+    order of :func:`uncol.data.transforms.apply_augment`. Works for 2D and 3D maps.
+    """
+    flips, rot90 = geometry
+    nd = len(flips)
+    dims = [x.ndim - nd + i for i, f in enumerate(flips) if f]
+    k = (-rot90 if inverse else rot90) % 4
+
+    def flip(y: torch.Tensor) -> torch.Tensor:
+        return torch.flip(y, dims=dims) if dims else y
+
+    def rotate(y: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(y, k, dims=(-2, -1)) if k else y
+
+    return flip(rotate(x)) if inverse else rotate(flip(x))
+
+
+def _stack_slices(maps: list[torch.Tensor], axis: int) -> torch.Tensor:
+    """Per-slice maps ``(C, g, g)`` along ``axis`` -> a volume ``(C, D0, D1, D2')`` in the sample's axis order."""
+    vol = torch.stack(maps, dim=1)  # (C, n, g, g): slice axis first
+    # Position of each sample axis in vol: sample axis `axis` is vol dim 1, the others keep their order.
+    perm = [0]
+    others = iter([2, 3])
+    for a in range(3):
+        perm.append(1 if a == axis else next(others))
+    return vol.permute(*perm).contiguous()
+
+
+def to_grid(x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """Adaptive average pooling (or nearest upsampling, where a side is smaller) of ``(N, C, *s)`` to ``grid``."""
+    grid = tuple(int(g) for g in grid)
+    if tuple(x.shape[2:]) == grid:
+        return x
+    if all(s >= g for s, g in zip(x.shape[2:], grid, strict=True)):
+        return F.adaptive_avg_pool2d(x, grid) if len(grid) == 2 else F.adaptive_avg_pool3d(x, grid)
+    return F.interpolate(x, size=grid, mode="nearest")
+
+
+@dataclass
+class TargetStats:
+    """Counts of what :class:`TeacherTargets` computed (for the training log)."""
+
+    samples: int = 0
+    semantic_prompts: int = 0
+    decoded_slices: int = 0
+
+
+class TeacherTargets:
+    """Teacher targets of the samples of one training stream, on the student's token grid.
+
+    Args:
+        teacher: the frozen foundation teacher.
+        cache: its feature cache (the encoder only runs for images not cached yet).
+        samples: the stream's samples.
+        cfg: run configuration (``teacher.*`` options, number of classes).
+        grid: the student's token grid.
+        semantic: also compute semantic targets (needs labels).
+        embeddings: make sure the image embeddings are cached too (needed to prompt the teacher
+            later, :meth:`pseudo_label_probabilities`).
+        progress: optional callback ``(done, total)`` while precomputing.
+    """
+
+    def __init__(
+        self,
+        teacher: FoundationTeacher,
+        cache: FeatureCache,
+        samples: SampleSet,
+        cfg: Config,
+        grid: Sequence[int],
+        semantic: bool = False,
+        embeddings: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.teacher = teacher
+        self.cache = cache
+        self.samples = samples.samples
+        self.cfg = cfg
+        self.grid = tuple(int(g) for g in grid)
+        self.num_classes = cfg.data.num_classes
+        self.spatial_dims = len(self.grid)
+        self.layers = teacher.visual_layers
+        self.stats = TargetStats()
+        self.axes = [
+            teacher_slice_axis(cfg.teacher.slice_axis, s.image.shape[1:], s.slice_axis) if s.image.ndim == 4 else 0
+            for s in self.samples
+        ]
+        self.visual: dict[str, torch.Tensor] = {}
+        self.semantic: torch.Tensor | None = None
+        self.semantic_valid: torch.Tensor | None = None
+        self._precompute(semantic, embeddings, progress)
+
+    # ---- precomputation -----------------------------------------------------------------------
+
+    def _volume(self, maps: list[torch.Tensor], axis: int) -> torch.Tensor:
+        if self.spatial_dims == 2:
+            return maps[0]
+        return _stack_slices(maps, axis)
+
+    def _precompute(self, semantic: bool, embeddings: bool, progress: Callable[[int, int], None] | None) -> None:
+        visual: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
+        sem: list[torch.Tensor] = []
+        sem_valid: list[torch.Tensor] = []
+        jitter_ref = self.cfg.teacher.box_jitter_px
+        for i, sample in enumerate(self.samples):
+            axis = self.axes[i]
+            slices = sample_slices(sample, axis)
+            encoded = self.cache.encode(slices, embeddings=semantic or embeddings)
+            for n in self.layers:
+                vol = self._volume([e.features[n].float() for e in encoded], axis)
+                visual[n].append(to_grid(vol[None], self.grid)[0].half())
+            if semantic:
+                if sample.label is None:
+                    raise ValueError(f"{sample.source}: semantic targets need a label")
+                labels = [sample.label] if sample.label.ndim == 2 else [np.take(sample.label, s, axis=axis) for s in range(sample.label.shape[axis])]
+                # One fixed, seeded jitter per sample: the target stays a constant of the sample.
+                rng = np.random.default_rng([self.cfg.train.seed, i, 7])
+                fused_maps, valid_maps = [], []
+                for enc, lab in zip(encoded, labels, strict=True):
+                    jitter = jitter_in_pixels(jitter_ref, self.teacher.spec.size, lab.shape, self.teacher.spec.keep_aspect)
+                    prompts = boxes_from_mask(lab, self.num_classes, jitter, rng)
+                    g = self.teacher.token_grid
+                    if prompts.present.any():
+                        _, fused = self.teacher.decode(enc, prompts)
+                        fused_maps.append(fused[torch.from_numpy(prompts.present)].mean(dim=0))
+                        valid_maps.append(torch.ones(1, g, g))
+                        self.stats.semantic_prompts += int(prompts.present.sum())
+                    else:
+                        c = enc.embedding.shape[0] if enc.embedding is not None else 0
+                        fused_maps.append(torch.zeros(c, g, g))
+                        valid_maps.append(torch.zeros(1, g, g))
+                sem.append(to_grid(self._volume(fused_maps, axis)[None], self.grid)[0].half())
+                sem_valid.append(to_grid(self._volume(valid_maps, axis)[None], self.grid)[0, 0] > 0.5)
+            self.stats.samples += 1
+            if progress is not None:
+                progress(i + 1, len(self.samples))
+        self.visual = {n: torch.stack(v) for n, v in visual.items()} if self.samples else {}
+        if semantic and self.samples:
+            self.semantic = torch.stack(sem)
+            self.semantic_valid = torch.stack(sem_valid)
+
+    # ---- lookups --------------------------------------------------------------------------------
+
+    @property
+    def visual_channels(self) -> dict[str, int]:
+        """Channels of each visual layer's targets."""
+        return {n: int(v.shape[1]) for n, v in self.visual.items()}
+
+    @property
+    def semantic_channels(self) -> int:
+        """Channels of the semantic targets (0 when not computed)."""
+        return 0 if self.semantic is None else int(self.semantic.shape[1])
+
+    def visual_targets(self, ids: Sequence[int], views: Sequence[Geometry], device: torch.device) -> dict[str, torch.Tensor]:
+        """Visual targets of drawn views: layer -> ``(B, C, *grid)`` float32."""
+        return {
+            n: torch.stack([apply_view(v[i].float(), g) for i, g in zip(ids, views, strict=True)]).to(device)
+            for n, v in self.visual.items()
+        }
+
+    def semantic_targets(
+        self, ids: Sequence[int], views: Sequence[Geometry], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Semantic targets ``(B, C, *grid)`` and their validity ``(B, *grid)`` (False where no class was prompted)."""
+        if self.semantic is None or self.semantic_valid is None:
+            raise RuntimeError("semantic targets were not computed (semantic=False)")
+        sem = torch.stack([apply_view(self.semantic[i].float(), g) for i, g in zip(ids, views, strict=True)])
+        valid = torch.stack([apply_view(self.semantic_valid[i], g) for i, g in zip(ids, views, strict=True)])
+        return sem.to(device), valid.to(device)
+
+    @torch.no_grad()
+    def pseudo_label_probabilities(
+        self,
+        ids: Sequence[int],
+        views: Sequence[Geometry],
+        pseudo: torch.Tensor,
+        rng: np.random.Generator,
+    ) -> torch.Tensor:
+        """The teacher's class probabilities on drawn views, prompted from pseudo-labels.
+
+        Args:
+            ids: sample indices of the views.
+            views: each view's ``(flips, rot90)``.
+            pseudo: ``(B, K, *spatial)`` class probabilities of the views (e.g. the EMA teacher's),
+                where the prompts come from: boxes per class (``teacher.prompt=box``) or points
+                sampled from low-uncertainty pixels (``point``), slice by slice in 3D.
+            rng: source of prompt sampling (points).
+
+        Returns:
+            ``(B, K, *spatial)`` probabilities on the views (background 1 where nothing is prompted).
+        """
+        tc = self.cfg.teacher
+        out = []
+        for i, view, p in zip(ids, views, pseudo.detach().float().cpu(), strict=True):
+            probs = apply_view(p, view, inverse=True).numpy()  # back to the cached, un-augmented sample
+            sample = self.samples[i]
+            axis = self.axes[i]
+            slices = sample_slices(sample, axis)
+            prob_slices = [probs] if probs.ndim == 3 else [np.take(probs, s, axis=axis + 1) for s in range(probs.shape[axis + 1])]
+            result = np.zeros_like(probs)
+            todo = []
+            prompts: list[Prompts] = []
+            for s, ps in enumerate(prob_slices):
+                if tc.prompt == "point":
+                    pr = points_from_uncertainty(ps, tc.points_per_class, rng, min_pixels=tc.min_pixels)
+                else:
+                    pr = boxes_from_pseudo_label(ps, self.num_classes, 0.0, None, tc.min_pixels)
+                if pr.present.any():
+                    todo.append(s)
+                    prompts.append(pr)
+            encoded = self.cache.encode([slices[s] for s in todo], embeddings=True) if todo else []
+            decoded = {}
+            for s, enc, pr in zip(todo, encoded, prompts, strict=True):
+                logits, _ = self.teacher.decode(enc, pr)
+                decoded[s] = class_probabilities(logits.numpy())
+                self.stats.decoded_slices += 1
+            for s in range(len(prob_slices)):
+                cp = decoded.get(s)
+                if cp is None:
+                    cp = np.zeros(prob_slices[s].shape, np.float32)
+                    cp[0] = 1.0
+                if probs.ndim == 3:
+                    result = cp
+                else:
+                    index: list[slice | int] = [slice(None)] * 4
+                    index[axis + 1] = s
+                    result[tuple(index)] = cp
+            out.append(apply_view(torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32)), view))
+        return torch.stack(out).to(pseudo.device)

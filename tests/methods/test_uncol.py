@@ -1,0 +1,265 @@
+"""UnCoL end to end on tiny data (2D and 3D, both stages), its ablations, resumption and its pieces.
+
+The foundation teacher is the stand-in of tests/fake_teacher.py (registered under the name
+``litemedsam``), so the tests exercise every code path without the 1.7 s-per-image real encoder.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import uncol
+from fake_teacher import FakeTeacher
+from fixtures_data import make_hdf5_dataset, make_nifti_dataset
+from uncol import teachers
+from uncol.config import AugmentConfig, Config, config_from_dict
+from uncol.data.transforms import apply_augment, sample_augment
+from uncol.engine import RunPaths, Trainer
+from uncol.errors import ConfigError
+from uncol.methods.losses import masked_dice_ce
+from uncol.methods.uncol import token_mask
+from uncol.teachers.targets import apply_view
+
+LAYERS = ["stage1", "stage2", "neck", "fused"]
+
+
+@pytest.fixture
+def fake_litemedsam(monkeypatch: pytest.MonkeyPatch) -> list[FakeTeacher]:
+    """Replace LiteMedSAM by the stand-in teacher; returns the instances built."""
+    built: list[FakeTeacher] = []
+
+    def factory(tc):
+        t = FakeTeacher(layers=tc.layers, token_grid=tc.token_grid, size=64)
+        built.append(t)
+        return t
+
+    monkeypatch.setitem(teachers.TEACHER_FACTORIES, "litemedsam", factory)
+    return built
+
+
+@pytest.fixture(scope="module")
+def data2d(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("uncol2d")
+    return make_hdf5_dataset(root / "data", n_train=4, n_val=1, n_test=1, slices=3, shape=(32, 32), num_classes=3)
+
+
+@pytest.fixture(scope="module")
+def data3d(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("uncol3d")
+    return make_nifti_dataset(root / "data", n_cases=6, shape=(16, 16, 16), num_classes=3, spacing=(1.0, 1.0, 1.0))
+
+
+def uncol_config(tmp_path: Path, data, dims: int = 2, method: dict | None = None, **train: object) -> Config:
+    patch = [32, 32] if dims == 2 else [16, 16, 16]
+    values = {
+        "name": f"uncol{dims}d",
+        "output_dir": str(tmp_path / "runs"),
+        "data": dataclasses.asdict(data) | {"normalize": "zscore"},
+        "split": {"labeled": 2 if dims == 2 else 0.5, "val_fraction": 0.2, "test_fraction": 0.2},
+        "model": {
+            "arch": f"uncol_student{dims}d", "channels": [8, 16, 32], "vit_patch": 4, "vit_dim": 24,
+            "vit_heads": 2, "vit_depth": 4, "context_dims": [8],
+        },
+        "augment": {"flip": True, "rotate90": dims == 2, "rotate_degrees": 0.0, "intensity": True},
+        "method": {"name": "uncol", "unlabeled_batch_size": 2, "consistency_weight": 0.5, "stage1_fraction": 0.5}
+        | (method or {}),
+        "teacher": {"name": "litemedsam", "layers": LAYERS, "token_grid": 8, "prompt": "box" if dims == 2 else "point",
+                    "min_pixels": 2},
+        "train": {
+            "iterations": 6, "batch_size": 2, "patch_size": patch, "val_every": 3, "checkpoint_every": 2,
+            "log_every": 1, "threads": 1, "lr": 0.01, "device": "cpu",
+        }
+        | train,
+    }
+    if dims == 3:
+        values["data"]["slice_axis"] = 2
+    return config_from_dict(values)
+
+
+def read_log(run: Path) -> list[dict[str, str]]:
+    with open(RunPaths(run).log_csv) as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_both_stages_end_to_end(tmp_path, fake_litemedsam, data2d, data3d, dims):
+    cfg = uncol_config(tmp_path, data2d if dims == 2 else data3d, dims)
+    run = tmp_path / "run"
+    summary = Trainer(cfg, run, show_progress=False).fit()
+    assert summary.steps_done == 6
+    rows = read_log(run)
+    stages = column(rows, "stage")
+    assert stages == [1, 1, 1, 2, 2, 2]
+    # Stage 1: supervised + both distillation paths with a ramped weight.
+    s1 = rows[:3]
+    assert all(float(r["loss_visual"]) > 0 and float(r["loss_semantic"]) > 0 for r in s1)
+    w = [float(r["w_distill"]) for r in s1]
+    assert w[0] < w[-1] <= 1.0
+    # Stage 2: pseudo-label loss, ramps, threshold and the per-teacher fractions, which sum to 1.
+    s2 = rows[3:]
+    for r in s2:
+        fr = [float(r[k]) for k in ("frac_none", "frac_general", "frac_special", "frac_both")]
+        assert sum(fr) == pytest.approx(1.0, abs=1e-6)
+        assert float(r["loss_visual"]) > 0
+        assert 0 < float(r["threshold"]) <= np.log(3) + 1e-6
+    assert column(rows, "w_pseudo")[-1] == pytest.approx(0.5, abs=1e-6)
+    # The foundation teacher was prompted from pseudo-labels during stage 2 (decoder calls after set-up).
+    teacher = fake_litemedsam[-1]
+    assert teacher.decode_calls > 0
+    # The prompt-free student is what is selected, saved and evaluated on whole test cases.
+    assert RunPaths(run).best.exists()
+    result = uncol.evaluate(run, "test")
+    assert 0.0 <= result["summary"]["mean"]["dice"]["mean"] <= 1.0
+
+
+def test_ema_teacher_starts_from_the_stage1_student(tmp_path, fake_litemedsam, data2d):
+    cfg = uncol_config(tmp_path, data2d, iterations=4)  # stage 1: steps 0-1, stage 2: steps 2-3
+    first = Trainer(cfg, tmp_path / "run", show_progress=False, stop_after=2)
+    first.fit()
+    w1 = {n: p.detach().clone() for n, p in first.method.network.named_parameters()}
+    second = Trainer(cfg, tmp_path / "run", resume=True, show_progress=False, stop_after=3)
+    second.fit()
+    w2 = dict(second.method.network.named_parameters())
+    ema = dict(second.method.ema.module.named_parameters())
+    # Step 2 copied the stage-1 student into the EMA, then the first update used momentum 1 - 1/2.
+    for n, p in w2.items():
+        assert torch.allclose(ema[n], 0.5 * w1[n] + 0.5 * p.detach(), atol=1e-6), n
+
+
+def test_resume_across_the_stage_switch_is_identical(tmp_path, fake_litemedsam, data2d):
+    cfg = uncol_config(tmp_path, data2d)
+    ref = tmp_path / "ref"
+    Trainer(cfg, ref, show_progress=False).fit()
+    run = tmp_path / "run"
+    Trainer(cfg, run, show_progress=False, stop_after=3).fit()  # stopped exactly at the switch
+    Trainer(cfg, run, resume=True, show_progress=False).fit()
+    a = torch.load(RunPaths(ref).latest, map_location="cpu", weights_only=False)["modules"]
+    b = torch.load(RunPaths(run).latest, map_location="cpu", weights_only=False)["modules"]
+    for part in ("network", "ema", "projections"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resumption"
+
+
+# Table 4 of the paper: each row as options, and what must (not) happen in it.
+TABLE4 = {
+    "student_only": ({"distill": "none", "pseudo_labels": "none", "adapter_context": "self"}, {"name": "none"}),
+    "generalized_teacher_only": ({"distill": "none", "pseudo_labels": "generalized"}, {}),
+    "specialized_teacher_only": ({"distill": "none", "pseudo_labels": "specialized", "adapter_context": "self"},
+                                 {"name": "none"}),
+    "visual_distillation": ({"distill": "visual", "pseudo_labels": "none"}, {}),
+    "semantic_distillation": ({"distill": "semantic", "pseudo_labels": "none"}, {}),
+    "dual_distillation": ({"distill": "both", "pseudo_labels": "none"}, {}),
+    "specialized_pseudo_labels": ({"distill": "both", "pseudo_labels": "specialized"}, {}),
+    "averaged_pseudo_labels": ({"distill": "both", "pseudo_labels": "average"}, {}),
+    "uncertainty_pseudo_labels": ({"distill": "both", "pseudo_labels": "uncertainty"}, {}),
+}
+
+
+@pytest.mark.parametrize("row", list(TABLE4))
+def test_table4_rows(tmp_path, fake_litemedsam, data2d, row):
+    method, teacher = TABLE4[row]
+    cfg = uncol_config(tmp_path, data2d, method=method, iterations=4, val_every=0)
+    if teacher:
+        cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, **teacher))
+    run = tmp_path / row
+    Trainer(cfg, run, show_progress=False).fit()
+    rows = read_log(run)
+    stages = column(rows, "stage")
+    vis, sem = column(rows, "loss_visual"), column(rows, "loss_semantic")
+    uses_teacher = teacher.get("name") != "none"
+    assert bool(fake_litemedsam) == uses_teacher
+    if method["pseudo_labels"] == "none":
+        assert stages == [1, 1, 1, 1]  # no stage 2: the pretraining rows of Table 4
+    else:
+        assert stages == [1, 1, 2, 2]
+        assert all(v >= 0 for v in column(rows, "loss_pseudo"))
+    assert (max(vis) > 0) == (method["distill"] in ("both", "visual"))
+    assert (max(sem) > 0) == (method["distill"] in ("both", "semantic"))
+    last = rows[-1]
+    if method["pseudo_labels"] in ("generalized", "average", "uncertainty"):
+        # Both teachers were consulted: the per-teacher fractions are logged.
+        assert last["frac_both"] != "" and float(last["frac_none"]) <= 1.0
+    elif method["pseudo_labels"] == "specialized":
+        # The foundation teacher is never prompted for pseudo-labels: only the EMA teacher's confidence is logged.
+        assert last.get("frac_general", "") == "" and last["frac_specialized_confident"] != ""
+
+
+def test_config_errors_name_the_option(tmp_path, data2d):
+    base = uncol_config(tmp_path, data2d)
+    with pytest.raises(ConfigError, match="model.arch"):
+        config_from_dict(base.to_dict() | {"model": base.to_dict()["model"] | {"arch": "unet2d"}})
+    with pytest.raises(ConfigError, match="augment.rotate_degrees"):
+        config_from_dict(base.to_dict() | {"augment": base.to_dict()["augment"] | {"rotate_degrees": 15.0}})
+    with pytest.raises(ConfigError, match="teacher.name"):
+        config_from_dict(base.to_dict() | {"teacher": base.to_dict()["teacher"] | {"name": "none"}})
+    with pytest.raises(ConfigError, match="copy_paste_patch"):
+        config_from_dict(base.to_dict() | {"method": base.to_dict()["method"] | {"copy_paste_patch": 6}})
+
+
+def test_missing_context_width_is_a_config_error(tmp_path, fake_litemedsam, data2d):
+    cfg = uncol_config(tmp_path, data2d)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, context_dims=[]))
+    with pytest.raises(ConfigError, match="model.context_dims"):
+        Trainer(cfg, tmp_path / "run", show_progress=False).fit()
+
+
+def test_3d_volume_larger_than_patch_is_a_config_error(tmp_path, fake_litemedsam, data3d):
+    cfg = uncol_config(tmp_path, data3d, dims=3, patch_size=[8, 8, 8])
+    with pytest.raises(ConfigError, match="train.patch_size"):
+        Trainer(cfg, tmp_path / "run", show_progress=False).fit()
+
+
+# ---- pieces ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_apply_view_matches_the_augmentation_and_inverts(dims):
+    rng = np.random.default_rng(3)
+    shape = (8, 8) if dims == 2 else (6, 8, 8)
+    image = rng.normal(size=(1, *shape)).astype(np.float32)
+    aug = AugmentConfig(flip=True, rotate90=True, rotate_degrees=0.0, intensity=False)
+    for _ in range(12):
+        p = sample_augment(aug, dims, rng, square_plane=True)
+        augmented, _ = apply_augment(image, None, p)
+        view = (tuple(p.flips), int(p.rot90))
+        mapped = apply_view(torch.from_numpy(image), view)
+        assert torch.equal(mapped, torch.from_numpy(np.ascontiguousarray(augmented)))
+        assert torch.equal(apply_view(mapped, view, inverse=True), torch.from_numpy(image))
+
+
+def test_token_mask_is_the_pixel_mask_at_token_resolution():
+    from uncol.data.copy_paste import sample_patch_mask
+
+    m = torch.from_numpy(sample_patch_mask((32, 32), 8, 0.6, np.random.default_rng(0)))[None]
+    t = token_mask(m, 8)
+    assert t.shape == (1, 4, 4)
+    up = t.repeat_interleave(8, 1).repeat_interleave(8, 2)
+    assert torch.equal(up, m)
+
+
+def test_masked_dice_ce():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 8, 8))
+    zero = masked_dice_ce(logits, labels, torch.zeros(2, 8, 8))
+    assert zero.item() == 0.0
+    zero.backward()  # a graph exists even with nothing supervised
+    full = masked_dice_ce(logits, labels, torch.ones(2, 8, 8))
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    assert full.item() > ce.item()  # CE + a positive Dice term
+    # Pixels outside the mask do not matter: changing their labels leaves the loss unchanged.
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, :4] = True
+    other = labels.clone()
+    other[:, 4:] = (other[:, 4:] + 1) % 3
+    assert masked_dice_ce(logits, labels, mask).item() == pytest.approx(masked_dice_ce(logits, other, mask).item())
