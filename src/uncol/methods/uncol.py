@@ -112,6 +112,7 @@ class UnCoLMethod(TrainingMethod):
         self.teacher: Any = None
         self.targets_l: Any = None
         self.targets_u: Any = None
+        self._ema_tokens: torch.Tensor | None = None  # EMA tokens of the current unlabeled batch
         if self.has_teacher and (self.use_visual or self.need_semantic or self.use_general_pl):
             from uncol import teachers
 
@@ -165,7 +166,7 @@ class UnCoLMethod(TrainingMethod):
             with bar(total=len(unlabeled), desc="teacher targets (unlabeled)", leave=False) as pb:
                 self.targets_u = TeacherTargets(
                     self.teacher, self.cache, unlabeled, self.cfg, self.grid, embeddings=self.use_general_pl,
-                    progress=lambda i, n: pb.update(1),
+                    lazy=self.m.lazy_unlabeled_targets, progress=lambda i, n: pb.update(1),
                 )
         dim = self.network.vit_dim
         channels = self.targets_l.visual_channels
@@ -284,7 +285,9 @@ class UnCoLMethod(TrainingMethod):
         self, xu: torch.Tensor, batch: dict[str, Any], ctx: StepContext, threshold: float
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """Pseudo-labels ``(Bu, *spatial)``, their mask and the per-teacher fractions of the unlabeled images."""
-        p_s = torch.softmax(self.ema(xu), dim=1)
+        out = self.ema(xu, return_features=True)
+        self._ema_tokens = out.layers[-1]  # reused as the adapter's context of the unlabeled images
+        p_s = torch.softmax(out.logits, dim=1)
         p_g = None
         if self.use_general_pl and self.targets_u is not None:
             rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 13])
@@ -310,17 +313,20 @@ class UnCoLMethod(TrainingMethod):
         return p_s.argmax(1), everywhere, stats  # specialized
 
     def _stage2(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
-        xl, yl, xu = batch["image"], batch["label"], batch["unlabeled_image"]
+        n = min(batch["image"].shape[0], self.m.stage2_labeled_batch or batch["image"].shape[0])
+        xl, yl, xu_all = batch["image"][:n], batch["label"][:n], batch["unlabeled_image"]
         dev = xl.device
-        n = min(xl.shape[0], xu.shape[0])
-        xl, yl, xu = xl[:n], yl[:n], xu[:n]
+        # Labeled image i is paired with unlabeled image i mod Bu: every labeled image is used, and the
+        # teachers (the foundation teacher's decoder is the costly part) run once per unlabeled image.
+        pair = [i % xu_all.shape[0] for i in range(n)]
         ids_l, views_l = batch["ids"][:n], batch["geometry"][:n]
-        ids_u, views_u = batch["unlabeled_ids"][:n], batch["unlabeled_geometry"][:n]
-        sub = dict(batch, unlabeled_ids=ids_u, unlabeled_geometry=views_u)
+        ids_u = [batch["unlabeled_ids"][j] for j in pair]
+        views_u = [batch["unlabeled_geometry"][j] for j in pair]
         ramp = self.stage2_ramp(ctx.step)
         k = self.cfg.data.num_classes
         threshold = (self.m.threshold_start + (self.m.threshold_end - self.m.threshold_start) * ramp) * math.log(k)
-        yu, conf_u, stats = self._teachers(xu, sub, ctx, threshold)
+        yu_all, conf_all, stats = self._teachers(xu_all, batch, ctx, threshold)
+        xu, yu, conf_u = xu_all[pair], yu_all[pair], conf_all[pair]
 
         # Bidirectional copy-paste: unlabeled patches into labeled images and labeled patches into unlabeled.
         rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 12])
@@ -339,7 +345,7 @@ class UnCoLMethod(TrainingMethod):
         if self.m.adapter_context == "teacher":
             with torch.no_grad():
                 tl = self.ema(xl, return_features=True).layers[-1]
-                tu = self.ema(xu, return_features=True).layers[-1]
+                tu = self._ema_tokens[pair]
             grid_shape = (n, -1, *self.grid)
             tl_map = tl.transpose(1, 2).reshape(grid_shape)
             tu_map = tu.transpose(1, 2).reshape(grid_shape)

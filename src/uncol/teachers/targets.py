@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,6 +131,9 @@ class TeacherTargets:
         semantic: also compute semantic targets (needs labels).
         embeddings: make sure the image embeddings are cached too (needed to prompt the teacher
             later, :meth:`pseudo_label_probabilities`).
+        lazy: compute each sample's visual targets when it is first drawn instead of all up front
+            (large unlabeled pools: training starts at once, and a cache being filled by
+            ``uncol teacher cache`` in parallel is used as it grows). Not with ``semantic``.
         progress: optional callback ``(done, total)`` while precomputing.
     """
 
@@ -142,8 +146,11 @@ class TeacherTargets:
         grid: Sequence[int],
         semantic: bool = False,
         embeddings: bool = False,
+        lazy: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
+        if lazy and semantic:
+            raise ValueError("semantic targets are computed up front (lazy=False)")
         self.teacher = teacher
         self.cache = cache
         self.samples = samples.samples
@@ -160,7 +167,11 @@ class TeacherTargets:
         self.visual: dict[str, torch.Tensor] = {}
         self.semantic: torch.Tensor | None = None
         self.semantic_valid: torch.Tensor | None = None
-        self._precompute(semantic, embeddings, progress)
+        self.embeddings = embeddings
+        self.lazy = lazy
+        self._lazy_visual: dict[int, dict[str, torch.Tensor]] = {}
+        if not lazy:
+            self._precompute(semantic, embeddings, progress)
 
     # ---- precomputation -----------------------------------------------------------------------
 
@@ -178,9 +189,8 @@ class TeacherTargets:
             axis = self.axes[i]
             slices = sample_slices(sample, axis)
             encoded = self.cache.encode(slices, embeddings=semantic or embeddings)
-            for n in self.layers:
-                vol = self._volume([e.features[n].float() for e in encoded], axis)
-                visual[n].append(to_grid(vol[None], self.grid)[0].half())
+            for n, v in self._visual_of(encoded, axis).items():
+                visual[n].append(v)
             if semantic:
                 if sample.label is None:
                     raise ValueError(f"{sample.source}: semantic targets need a label")
@@ -211,12 +221,32 @@ class TeacherTargets:
             self.semantic = torch.stack(sem)
             self.semantic_valid = torch.stack(sem_valid)
 
+    def _visual_of(self, encoded: Sequence[Any], axis: int) -> dict[str, torch.Tensor]:
+        """One sample's visual targets on the student grid (float16) from its slices' encoder outputs."""
+        out = {}
+        for n in self.layers:
+            vol = self._volume([e.features[n].float() for e in encoded], axis)
+            out[n] = to_grid(vol[None], self.grid)[0].half()
+        return out
+
+    def _sample_visual(self, i: int) -> dict[str, torch.Tensor]:
+        if not self.lazy:
+            return {n: v[i] for n, v in self.visual.items()}
+        found = self._lazy_visual.get(i)
+        if found is None:
+            slices = sample_slices(self.samples[i], self.axes[i])
+            found = self._visual_of(self.cache.encode(slices, embeddings=self.embeddings), self.axes[i])
+            self._lazy_visual[i] = found
+        return found
+
     # ---- lookups --------------------------------------------------------------------------------
 
     @property
     def visual_channels(self) -> dict[str, int]:
         """Channels of each visual layer's targets."""
-        return {n: int(v.shape[1]) for n, v in self.visual.items()}
+        if not self.samples:
+            return {}
+        return {n: int(v.shape[0]) for n, v in self._sample_visual(0).items()}
 
     @property
     def semantic_channels(self) -> int:
@@ -225,9 +255,10 @@ class TeacherTargets:
 
     def visual_targets(self, ids: Sequence[int], views: Sequence[Geometry], device: torch.device) -> dict[str, torch.Tensor]:
         """Visual targets of drawn views: layer -> ``(B, C, *grid)`` float32."""
+        per_sample = [self._sample_visual(i) for i in ids]
         return {
-            n: torch.stack([apply_view(v[i].float(), g) for i, g in zip(ids, views, strict=True)]).to(device)
-            for n, v in self.visual.items()
+            n: torch.stack([apply_view(v[n].float(), g) for v, g in zip(per_sample, views, strict=True)]).to(device)
+            for n in self.layers
         }
 
     def semantic_targets(
@@ -259,7 +290,8 @@ class TeacherTargets:
             rng: source of prompt sampling (points).
 
         Returns:
-            ``(B, K, *spatial)`` probabilities on the views (background 1 where nothing is prompted).
+            ``(B, K, *spatial)`` probabilities on the views; uniform (maximal entropy, never confident) on
+            images or slices where the pseudo-label gives nothing to prompt.
         """
         tc = self.cfg.teacher
         out = []
@@ -289,8 +321,10 @@ class TeacherTargets:
             for s in range(len(prob_slices)):
                 cp = decoded.get(s)
                 if cp is None:
-                    cp = np.zeros(prob_slices[s].shape, np.float32)
-                    cp[0] = 1.0
+                    # Nothing to prompt: the teacher has no opinion here. Uniform probabilities (maximal
+                    # entropy) keep it from ever being "confident"; all-background would be confident and
+                    # would teach the student to miss whatever the pseudo-label missed.
+                    cp = np.full(prob_slices[s].shape, 1.0 / self.num_classes, np.float32)
                 if probs.ndim == 3:
                     result = cp
                 else:
