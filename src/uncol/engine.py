@@ -200,6 +200,7 @@ class TrainSummary:
     best_val_dice: float | None
     seconds: float
     parameters: int
+    cpu_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -210,6 +211,7 @@ class TrainSummary:
             "best_step": self.best_step,
             "best_val_dice": self.best_val_dice,
             "seconds": round(self.seconds, 1),
+            "cpu_seconds": round(self.cpu_seconds, 1),
             "parameters": self.parameters,
         }
 
@@ -246,7 +248,8 @@ class Trainer:
         self.step = 0  # number of optimiser steps done
         self.best_score: float | None = None
         self.best_step: int | None = None
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # wall-clock seconds of the training loop, across resumptions
+        self.cpu_elapsed = 0.0  # CPU seconds of this process (all its threads) in the loop, likewise
         self._val_cases: list[CaseData] | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------
@@ -364,6 +367,7 @@ class Trainer:
             "best_score": self.best_score,
             "best_step": self.best_step,
             "elapsed": self.elapsed,
+            "cpu_elapsed": self.cpu_elapsed,
             "config": self.cfg.to_dict(),
         }
         return atomic_torch_save(state, path or self.paths.latest)
@@ -378,6 +382,7 @@ class Trainer:
         self.best_score = state["best_score"]
         self.best_step = state["best_step"]
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.cpu_elapsed = float(state.get("cpu_elapsed", 0.0))
 
     def _save_weights(self, path: Path, extra: dict[str, Any]) -> None:
         net = self.method.inference_network()
@@ -467,12 +472,14 @@ class Trainer:
         )
         last_val = "-" if self.best_score is None else f"{self.best_score:.4f}"
         t0 = time.perf_counter() - self.elapsed
+        c0 = time.process_time() - self.cpu_elapsed
         interrupted = False
         try:
             for batch in loader:
                 scalars = self.train_step(batch)
                 self.step += 1
                 self.elapsed = time.perf_counter() - t0
+                self.cpu_elapsed = time.process_time() - c0
                 if self.step % max(1, cfg.log_every) == 0 or self.step == cfg.iterations:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.log.write({"step": self.step, "lr": lr, "time_s": round(self.elapsed, 2), **scalars})
@@ -499,7 +506,8 @@ class Trainer:
                 # No validation data scored: the final weights are the only candidate.
                 self._save_weights(self.paths.best, {"step": self.step, "val_dice": None})
         summary = TrainSummary(
-            self.paths.root, self.step, cfg.iterations, self.best_step, self.best_score, self.elapsed, self.parameters
+            self.paths.root, self.step, cfg.iterations, self.best_step, self.best_score, self.elapsed, self.parameters,
+            self.cpu_elapsed,
         )
         atomic_write_json(self.paths.summary, summary.to_json())
         self.tb.close()
