@@ -165,3 +165,17 @@ def test_3d_training_evaluation_and_prediction_keep_geometry(tmp_path):
     assert pred_img.shape == ref_img.shape[:3]
     assert (pred_img.affine == ref_img.affine).all()
     assert pred_img.header.get_zooms()[:3] == ref_img.header.get_zooms()[:3]
+
+
+def test_training_in_chunks_with_stop_after_matches_one_run(tmp_path):
+    import uncol
+
+    cfg = tiny_2d_config(tmp_path)
+    ref = tmp_path / "ref"
+    Trainer(cfg, ref, show_progress=False).fit()
+    run = tmp_path / "run"
+    out = uncol.train(cfg, stop_after=5, show_progress=False, run_dir=run)  # 5: not a checkpoint step
+    assert out["train"]["steps_done"] == 5 and "test" not in out
+    assert torch.load(RunPaths(run).latest, map_location="cpu", weights_only=False)["step"] == 5
+    uncol.train(cfg, resume=True, show_progress=False, run_dir=run, evaluate_splits=())
+    assert_same_weights(RunPaths(ref).final, RunPaths(run).final)

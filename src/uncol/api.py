@@ -49,6 +49,7 @@ def train(
     evaluate_splits: Sequence[str] = ("val", "test"),
     show_progress: bool = True,
     run_dir: str | Path | None = None,
+    stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Train a model, then evaluate the validation-selected weights on ``evaluate_splits``.
 
@@ -59,6 +60,8 @@ def train(
         evaluate_splits: splits to score after training (empty to skip).
         show_progress: draw progress bars.
         run_dir: run folder; default ``output_dir/name``, or ``config`` itself when it is a run folder.
+        stop_after: stop (with a checkpoint) once this many steps are done, without evaluating; the
+            run is continued later with ``resume=True``, with the same result as an uninterrupted run.
 
     Returns:
         ``{"run_dir": str, "train": summary dict, "<split>": metrics dict, ...}``.
@@ -66,8 +69,11 @@ def train(
     cfg = resolve_config(config, overrides)
     if run_dir is None:
         run_dir = Path(config) if (not isinstance(config, Config) and Path(config).is_dir()) else run_dir_of(cfg)
-    summary = Trainer(cfg, run_dir, resume=resume, show_progress=show_progress).fit()
+    summary = Trainer(cfg, run_dir, resume=resume, show_progress=show_progress, stop_after=stop_after,
+                      checkpoint_on_stop=True).fit()
     out: dict[str, Any] = {"run_dir": str(run_dir), "train": summary.to_json()}
+    if summary.steps_done < summary.iterations:
+        return out  # stopped early on request: nothing final to evaluate yet
     from uncol.evaluation import evaluate_run
 
     splits = RunPaths(run_dir)

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation on val/test after training")
+    p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
+                   help="stop with a checkpoint once STEPS steps are done (continue later with --resume)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("evaluate", help="score a trained run on its val or test split")
@@ -134,7 +136,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
     splits = () if a.no_eval else ("val", "test")
-    res = api.train(a.config, overrides, resume=a.resume, evaluate_splits=splits, show_progress=not a.quiet)
+    res = api.train(
+        a.config, overrides, resume=a.resume, evaluate_splits=splits, show_progress=not a.quiet, stop_after=a.stop_after
+    )
     t = res["train"]
     print(f"\nrun folder: {res['run_dir']}")
     print(f"steps: {t['steps_done']}/{t['iterations']}, time {t['seconds']:.0f} s, parameters {t['parameters']:,}")

@@ -228,7 +228,9 @@ class Trainer:
         run_dir: the run folder (created when missing).
         resume: continue from ``checkpoints/latest.pt``; without it an existing checkpoint is an error.
         show_progress: draw a progress bar.
-        stop_after: stop (as if killed) once this many steps are done; for tests of resumption.
+        stop_after: stop once this many steps are done: as if killed (for tests of resumption), or
+            with a checkpoint at that step when ``checkpoint_on_stop`` (training in chunks).
+        checkpoint_on_stop: write the resumable checkpoint when stopping at ``stop_after``.
     """
 
     def __init__(
@@ -238,12 +240,14 @@ class Trainer:
         resume: bool = False,
         show_progress: bool = True,
         stop_after: int | None = None,
+        checkpoint_on_stop: bool = False,
     ) -> None:
         self.cfg = cfg
         self.paths = RunPaths(run_dir)
         self.resume = resume
         self.show_progress = show_progress
         self.stop_after = stop_after
+        self.checkpoint_on_stop = checkpoint_on_stop
         self.device = select_device(cfg.train.device)
         self.step = 0  # number of optimiser steps done
         self.best_score: float | None = None
@@ -495,6 +499,8 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", val_dice=last_val, best=self._best_text())
                 if self.stop_after is not None and self.step >= self.stop_after and self.step < cfg.iterations:
+                    if self.checkpoint_on_stop and self.step % max(1, cfg.checkpoint_every):
+                        self.save_checkpoint()
                     interrupted = True
                     break
         finally:

@@ -1,12 +1,15 @@
-"""Benchmark: supervised training on ACDC (2D) and Hippocampus (3D) under one CPU budget.
+"""Benchmark: training methods on ACDC (2D) and Hippocampus (3D) under one CPU budget.
 
-Each entry trains with a fixed number of iterations chosen so that a run fits the budget on the
-project's 2-core CPU machine, selects the checkpoint on validation and scores the test split in
-both metric conventions. Runs that were interrupted are resumed; finished ones are only re-scored.
+Each entry trains with a fixed number of iterations chosen so that a run fits the budget (at most
+one hour of CPU time of a 1-thread process on the project's CPU machine), selects the checkpoint on
+validation and scores the test split in both metric conventions. Runs that were interrupted are
+resumed; finished ones are only re-scored. UnCoL runs read the teacher's feature cache
+(``uncol teacher cache``), whose one-time cost is reported separately.
 
-    python benchmarks/supervised.py --list
-    python benchmarks/supervised.py acdc_7p hippo_10pct [--data ../shared/data] [--out runs/bench]
-    python benchmarks/supervised.py --table            # print the Markdown rows of finished runs
+    python benchmarks/methods.py --list
+    python benchmarks/methods.py acdc_7p hippo_10pct [--data ../shared/data] [--out runs/bench]
+    python benchmarks/methods.py acdc_uncol_7p --stop-after 1000   # train in chunks (resumable)
+    python benchmarks/methods.py --table            # print the Markdown rows of finished runs
 
 Not a test: it prints figures to paste into benchmarks/RESULTS.md with the command, date and commit.
 """
@@ -32,6 +35,13 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
         "configs/hippocampus_supervised.yaml", ["split.labeled=0.1", "name=bench_hippo_sup_10pct"],
         "Hippocampus 3D, 10% of training cases",
     ),
+    "acdc_uncol_7p": (
+        "configs/acdc_uncol.yaml", ["split.labeled=7", "name=bench_acdc_uncol_7p"], "ACDC, UnCoL, 7 labeled patients",
+    ),
+    "hippo_uncol_10pct": (
+        "configs/hippocampus_uncol.yaml", ["split.labeled=0.1", "name=bench_hippo_uncol_10pct"],
+        "Hippocampus 3D, UnCoL, 10% labeled",
+    ),
 }
 DATA_SUBDIR = {"acdc": "ACDC", "hippo": "Hippocampus/TrainingSet"}
 
@@ -42,7 +52,7 @@ def _overrides(name: str, data: Path, out: Path, extra: list[str]) -> list[str]:
     return [*ov, f"data.root={root}", f"output_dir={out}", *extra]
 
 
-def run(name: str, data: Path, out: Path, extra: list[str]) -> None:
+def run(name: str, data: Path, out: Path, extra: list[str], stop_after: int | None = None) -> None:
     import uncol
     from uncol.engine import RunPaths
 
@@ -51,13 +61,15 @@ def run(name: str, data: Path, out: Path, extra: list[str]) -> None:
     cfg = uncol.resolve_config(cfg_path, overrides)
     paths = RunPaths(out / cfg.name)
     resume = paths.latest.exists()
-    uncol.train(cfg, resume=resume, evaluate_splits=("val", "test"))
+    res = uncol.train(cfg, resume=resume, evaluate_splits=("val", "test"), stop_after=stop_after)
+    if res["train"]["steps_done"] < res["train"]["iterations"]:
+        return  # a chunk of a longer run: continue with the same command
     uncol.evaluate(paths.root, "test", convention="medpy")
 
 
 def table(out: Path) -> str:
     rows = [
-        "| run | labeled | steps | train time | test Dice % | Jaccard % | HD95 | ASD | medpy Dice % | medpy HD95 | medpy ASD |",
+        "| run | labeled | steps | wall / CPU time | test Dice % | Jaccard % | HD95 | ASD | medpy Dice % | medpy HD95 | medpy ASD |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _name, (_, ov, desc) in RUNS.items():
@@ -76,8 +88,9 @@ def table(out: Path) -> str:
             return f"{d[k]['mean'] * scale:.2f} ± {d[k]['std'] * scale:.2f}"
 
         n_lab = len({c["group"] for c in splits["labeled"]})
+        cpu = f"{summ['cpu_seconds'] / 60:.1f}" if "cpu_seconds" in summ else "-"
         rows.append(
-            f"| {desc} | {n_lab} groups | {summ['steps_done']} | {summ['seconds'] / 60:.1f} min | "
+            f"| {desc} | {n_lab} groups | {summ['steps_done']} | {summ['seconds'] / 60:.1f} / {cpu} min | "
             f"{pm(m, 'dice', 100)} | {pm(m, 'jaccard', 100)} | {pm(m, 'hd95')} | {pm(m, 'asd')} | "
             f"{pm(mm, 'dice', 100)} | {pm(mm, 'hd95')} | {pm(mm, 'asd')} |"
         )
@@ -90,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra overrides for every run")
+    ap.add_argument("--stop-after", type=int, default=None, help="stop after N steps (resume with the same command)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--table", action="store_true")
     a = ap.parse_args(argv)
@@ -101,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in RUNS:
             print(f"unknown run {name!r}; known: {', '.join(RUNS)}", file=sys.stderr)
             return 2
-        run(name, a.data, a.out, a.extra)
+        run(name, a.data, a.out, a.extra, a.stop_after)
     print(table(a.out))
     return 0
 
