@@ -88,7 +88,7 @@ def table(out: Path) -> str:
             return f"{d[k]['mean'] * scale:.2f} ± {d[k]['std'] * scale:.2f}"
 
         n_lab = len({c["group"] for c in splits["labeled"]})
-        cpu = f"{summ['cpu_seconds'] / 60:.1f}" if "cpu_seconds" in summ else "-"
+        cpu = f"{summ['cpu_seconds'] / 60:.1f}" if summ.get("cpu_seconds") else "-"
         rows.append(
             f"| {desc} | {n_lab} groups | {summ['steps_done']} | {summ['seconds'] / 60:.1f} / {cpu} min | "
             f"{pm(m, 'dice', 100)} | {pm(m, 'jaccard', 100)} | {pm(m, 'hd95')} | {pm(m, 'asd')} | "

@@ -1,0 +1,131 @@
+"""Diagnostic: how good are UnCoL's pseudo-labels, teacher by teacher?
+
+The "unlabeled" slices of a benchmark split do have ground truth (it is only hidden from training),
+so each teacher can be scored where the method would use it. For a UnCoL run folder this loads the
+EMA (specialized) teacher of its latest checkpoint, draws unlabeled training slices (un-augmented),
+prompts the foundation teacher from the EMA teacher's pseudo-labels exactly as stage 2 does, fuses
+both with the entropy rule at a given threshold, and reports against the hidden ground truth:
+
+* Dice per class of the EMA teacher, the foundation teacher and the fused pseudo-label;
+* per teacher, the fraction of pixels where it is confident and its accuracy there;
+* the fraction of pixels supervised by each teacher alone, by both and by neither, and the accuracy
+  of the fused pseudo-label on the supervised pixels.
+
+    python benchmarks/pseudo_label_quality.py runs/bench/bench_acdc_uncol_7p --slices 120 [--threshold 0.75]
+
+Not a test: it prints figures for benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uncol import teachers
+from uncol.config import config_from_dict
+from uncol.data.splits import load_splits
+from uncol.data.training import SampleSet
+from uncol.engine import RunPaths, load_run_config
+from uncol.methods.pseudo_labels import entropy, fuse_pseudo_labels
+from uncol.models.networks import build_network
+from uncol.teachers.targets import TeacherTargets
+
+
+def dice(pred: np.ndarray, gt: np.ndarray, k: int) -> float:
+    p, g = pred == k, gt == k
+    s = p.sum() + g.sum()
+    return float("nan") if s == 0 else 2.0 * float((p & g).sum()) / float(s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--slices", type=int, default=120, help="unlabeled slices scored (seeded draw)")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="entropy threshold as a fraction of ln K (default: method.threshold_start)")
+    ap.add_argument("--weights", choices=["ema", "network"], default="ema", help="teacher: the EMA or the student")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="extra", action="append", default=[], help="config overrides (e.g. teacher.cache_dir=...)")
+    a = ap.parse_args(argv)
+
+    cfg = load_run_config(a.run)
+    cfg = config_from_dict(cfg.to_dict(), a.extra)
+    torch.set_num_threads(max(1, cfg.train.threads))
+    splits = load_splits(RunPaths(a.run).splits)
+    rng = np.random.default_rng(a.seed)
+    cases = list(splits.unlabeled)
+    samples = SampleSet(cases, cfg, use_labels=True)  # the hidden labels, for scoring only
+    pick = rng.choice(len(samples), size=min(a.slices, len(samples)), replace=False)
+    samples.samples = [samples.samples[i] for i in sorted(pick)]
+
+    state = torch.load(RunPaths(a.run).latest, map_location="cpu", weights_only=False)
+    net = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
+    if a.weights == "ema":
+        net.load_state_dict({k.removeprefix("module."): v for k, v in state["modules"]["ema"].items()})
+    else:
+        net.load_state_dict(state["modules"]["network"])
+    net.eval()
+    teacher = teachers.build_teacher(cfg.teacher)
+    cache = teachers.open_cache(cfg, teacher)
+    grid = tuple(p // net.vit_patch for p in cfg.train.patch_size)
+    targets = TeacherTargets(teacher, cache, samples, cfg, grid, embeddings=True, lazy=True)
+
+    k = cfg.data.num_classes
+    frac = a.threshold if a.threshold is not None else cfg.method.threshold_start
+    thr = frac * math.log(k)
+    no_view = ((False,) * cfg.spatial_dims, 0)
+    scores: dict[str, list[list[float]]] = {n: [[] for _ in range(1, k)] for n in ("specialized", "general", "fused")}
+    tot = {"n": 0, "conf_s": 0, "conf_g": 0, "acc_s": 0, "acc_g": 0, "src": np.zeros(4), "acc_f": 0, "sup": 0}
+    for i, s in enumerate(samples.samples):
+        x = torch.from_numpy(s.image[None]).float()
+        with torch.no_grad():
+            p_s = torch.softmax(net(x), dim=1)
+        p_g = targets.pseudo_label_probabilities([i], [no_view], p_s, np.random.default_rng([a.seed, i]))
+        fused = fuse_pseudo_labels(p_g, p_s, thr)
+        gt = s.label
+        preds = {"specialized": p_s.argmax(1)[0].numpy(), "general": p_g.argmax(1)[0].numpy(),
+                 "fused": fused.labels[0].numpy()}
+        for name, pr in preds.items():
+            for c in range(1, k):
+                d = dice(pr, gt, c)
+                if not math.isnan(d):
+                    scores[name][c - 1].append(d)
+        conf_s = (entropy(p_s) < thr)[0].numpy()
+        conf_g = (entropy(p_g) < thr)[0].numpy()
+        tot["n"] += gt.size
+        tot["conf_s"] += int(conf_s.sum())
+        tot["conf_g"] += int(conf_g.sum())
+        tot["acc_s"] += int((preds["specialized"] == gt)[conf_s].sum())
+        tot["acc_g"] += int((preds["general"] == gt)[conf_g].sum())
+        tot["src"] += np.bincount(fused.source[0].numpy().ravel().astype(np.int64), minlength=4)
+        m = fused.mask[0].numpy()
+        tot["sup"] += int(m.sum())
+        tot["acc_f"] += int((preds["fused"] == gt)[m].sum())
+
+    names = cfg.data.class_names[1:] if cfg.data.class_names else [str(c) for c in range(1, k)]
+    print(f"run {a.run} ({a.weights} weights, step {state['step']}), {len(samples)} unlabeled slices, "
+          f"threshold {frac:.2f} ln K")
+    print("| pseudo-label | " + " | ".join(f"{n} Dice %" for n in names) + " | mean Dice % |")
+    print("|---|" + "---|" * (len(names) + 1))
+    for name, per in scores.items():
+        means = [100 * float(np.mean(v)) if v else float("nan") for v in per]
+        print(f"| {name} | " + " | ".join(f"{m:.1f}" for m in means) + f" | {np.nanmean(means):.1f} |")
+    n = tot["n"]
+    print(f"\nEMA teacher confident on {100 * tot['conf_s'] / n:.1f}% of pixels, accuracy there "
+          f"{100 * tot['acc_s'] / max(1, tot['conf_s']):.2f}%")
+    print(f"foundation teacher confident on {100 * tot['conf_g'] / n:.1f}% of pixels, accuracy there "
+          f"{100 * tot['acc_g'] / max(1, tot['conf_g']):.2f}%")
+    src = tot["src"] / n
+    print(f"supervised by: neither {100 * src[0]:.1f}%, foundation only {100 * src[1]:.1f}%, EMA only "
+          f"{100 * src[2]:.1f}%, both {100 * src[3]:.1f}%; fused accuracy on supervised pixels "
+          f"{100 * tot['acc_f'] / max(1, tot['sup']):.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
