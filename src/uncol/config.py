@@ -178,6 +178,12 @@ class MethodConfig:
     copy_paste_patch: int = _f(
         0, "UnCoL: copy-paste patch size in pixels/voxels; 0 = model.vit_patch, so patches align with ViT tokens."
     )
+    self_context_prob: float = _f(
+        0.0,
+        "UnCoL stage 1: probability that an image's adapter attends to the student's own tokens instead of the "
+        "teacher's fused features (context dropout). 0 follows the paper; >0 trains the inference-time path too "
+        "(see benchmarks/RESULTS.md for the train/inference gap it addresses).",
+    )
     stage2_labeled_batch: int = _f(
         0,
         "UnCoL: labeled images per stage-2 step (the first ones of the train.batch_size drawn); 0 = all. The paper "
@@ -528,7 +534,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"method.ema_decay: must be in (0, 1), got {m.ema_decay}")
     if m.unlabeled_batch_size < 0:
         raise ConfigError("method.unlabeled_batch_size: must be >= 0")
-    for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio"):
+    for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio", "self_context_prob"):
         if not 0.0 <= getattr(m, k) <= 1.0:
             raise ConfigError(f"method.{k}: must be in [0, 1], got {getattr(m, k)}")
     for k in ("consistency_weight", "distill_weight", "copy_paste_patch", "stage2_labeled_batch"):

@@ -296,3 +296,22 @@ def test_foundation_teacher_has_no_opinion_where_nothing_is_prompted(tmp_path, d
     pseudo[:, 2, 4:12, 20:30] = 1.0
     p = targets.pseudo_label_probabilities([0], [view], pseudo, np.random.default_rng(0))
     assert p[0].argmax(0)[8, 25] == 2 and p[0].argmax(0)[28, 4] == 0
+
+
+def test_context_dropout_trains_the_inference_path(tmp_path, fake_litemedsam, data2d):
+    from uncol.methods.uncol import UnCoLMethod
+
+    cfg = uncol_config(tmp_path, data2d, method={"self_context_prob": 0.5}, iterations=4, val_every=0)
+    Trainer(cfg, tmp_path / "run", show_progress=False).fit()  # mixed batches (own + teacher context) train
+    # The merged forward equals separate forwards, image by image.
+    trainer = Trainer(cfg, tmp_path / "run2", show_progress=False)
+    trainer.setup()
+    method: UnCoLMethod = trainer.method
+    method.network.eval()
+    x = torch.randn(3, 1, 32, 32)
+    ctx = torch.randn(3, 8, 8, 8)
+    own = torch.tensor([True, False, True])
+    with torch.no_grad():
+        merged = method._forward(x, ctx, own).logits
+        assert torch.allclose(merged[0], method.network(x[0:1])[0], atol=1e-5)
+        assert torch.allclose(merged[1], method.network(x[1:2], context=ctx[1:2])[0], atol=1e-5)

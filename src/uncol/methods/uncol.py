@@ -243,6 +243,27 @@ class UnCoLMethod(TrainingMethod):
         if ctx.step >= self.stage1_steps:
             self.ema.update(self.network, ctx.step - self.stage1_steps + 1)
 
+    def _forward(self, x: torch.Tensor, context: torch.Tensor | None, own: torch.Tensor | None) -> Any:
+        """Student forward; images flagged in ``own`` attend to their own tokens instead of ``context``."""
+        if context is None or own is None or not bool(own.any()):
+            return self.network(x, context=context, return_features=True)
+        if bool(own.all()):
+            return self.network(x, return_features=True)
+        keep = ~own
+        a = self.network(x[own], return_features=True)
+        t = self.network(x[keep], context=context[keep], return_features=True)
+        order = torch.cat([own.nonzero()[:, 0], keep.nonzero()[:, 0]]).argsort()
+
+        def merge(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return torch.cat([u, v])[order]
+
+        return type(t)(
+            logits=merge(a.logits, t.logits),
+            layers=[merge(u, v) for u, v in zip(a.layers, t.layers, strict=True)],
+            grid=t.grid,
+            adapted=merge(a.adapted, t.adapted),
+        )
+
     def _stage1(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         x, y = batch["image"], batch["label"]
         dev = x.device
@@ -263,7 +284,11 @@ class UnCoLMethod(TrainingMethod):
             s, ok = self.targets_l.semantic_targets(ids, views, dev)
             sem, valid = mix(s, s[partner], mt), mix(ok, ok[partner], mt[:, 0])
         context = sem if self.teacher_context else None
-        out = self.network(x_mix, context=context, return_features=True)
+        own = None
+        if context is not None and self.m.self_context_prob > 0:
+            # Context dropout: some images attend to the student's own tokens, as at inference.
+            own = torch.from_numpy(rng.random(b) < self.m.self_context_prob).to(dev)
+        out = self._forward(x_mix, context, own)
         loss_sup = self.sup_loss(out.logits, y_mix)
         loss_vis = self._distill(out.layers, visual)
         loss_sem = (
