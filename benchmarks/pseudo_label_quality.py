@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=None,
                     help="entropy threshold as a fraction of ln K (default: method.threshold_start)")
     ap.add_argument("--weights", choices=["ema", "network"], default="ema", help="teacher: the EMA or the student")
+    ap.add_argument("--prompt", choices=["pseudo", "gt"], default="pseudo",
+                    help="prompt the foundation teacher from the EMA pseudo-label (as training does) or from the "
+                         "hidden ground truth (the teacher's own ceiling)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="config overrides (e.g. teacher.cache_dir=...)")
     a = ap.parse_args(argv)
@@ -85,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.from_numpy(s.image[None]).float()
         with torch.no_grad():
             p_s = torch.softmax(net(x), dim=1)
-        p_g = targets.pseudo_label_probabilities([i], [no_view], p_s, np.random.default_rng([a.seed, i]))
+        source = p_s
+        if a.prompt == "gt":
+            source = torch.nn.functional.one_hot(torch.from_numpy(s.label), k).permute(2, 0, 1)[None].float()
+        p_g = targets.pseudo_label_probabilities([i], [no_view], source, np.random.default_rng([a.seed, i]))
         fused = fuse_pseudo_labels(p_g, p_s, thr)
         gt = s.label
         preds = {"specialized": p_s.argmax(1)[0].numpy(), "general": p_g.argmax(1)[0].numpy(),
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = cfg.data.class_names[1:] if cfg.data.class_names else [str(c) for c in range(1, k)]
     print(f"run {a.run} ({a.weights} weights, step {state['step']}), {len(samples)} unlabeled slices, "
-          f"threshold {frac:.2f} ln K")
+          f"threshold {frac:.2f} ln K, foundation teacher prompted from {a.prompt}, overlap rule {cfg.teacher.overlap}")
     print("| pseudo-label | " + " | ".join(f"{n} Dice %" for n in names) + " | mean Dice % |")
     print("|---|" + "---|" * (len(names) + 1))
     for name, per in scores.items():

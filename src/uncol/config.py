@@ -279,6 +279,11 @@ class TeacherConfig:
     )
     points_per_class: int = _f(3, "prompt=point: points sampled per class and slice.")
     min_pixels: int = _f(10, "Pseudo-label prompts: a class covering fewer pixels in a slice gets no prompt.")
+    overlap: Literal["logit", "nested"] = _f(
+        "logit",
+        "Where the masks of several box-prompted classes overlap: the higher logit wins ('logit'), or, for nested "
+        "boxes, the inner class wins first ('nested': ring-shaped classes such as ACDC's myocardium; docs/teachers.md).",
+    )
     batch_size: int = _f(4, "Images per teacher encoder pass.")
     device: str = _f("auto", "Device of the teacher: 'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'.")
 

@@ -129,3 +129,25 @@ def test_unknown_layer_is_a_config_error(fake_teacher):
         fake_teacher(layers=("stage1", "blocks.99"))
     t = fake_teacher(layers=("neck", "fused"))
     assert t.layer_map == {1: "neck", 2: "fused"} and t.visual_layers == ("neck",)
+
+
+def test_nested_boxes_give_the_inner_class_its_pixels():
+    import torch
+
+    from uncol.teachers.base import logits_to_label, nested_box_logits
+    from uncol.teachers.prompts import Prompts
+
+    logits = torch.full((2, 12, 12), -5.0)
+    logits[0, 0:10, 0:10] = 4.0  # outer class (ring's box), higher logit everywhere in its box
+    logits[1, 3:7, 3:7] = 2.0  # inner class
+    boxes = np.array([[0, 0, 9, 9], [3, 3, 6, 6]], np.float32)
+    prompts = Prompts(boxes, np.array([True, True]))
+    plain = logits_to_label(logits.numpy())
+    assert plain[5, 5] == 1  # higher logit: the outer class takes the inner structure
+    nested = logits_to_label(nested_box_logits(logits, prompts).numpy())
+    assert nested[5, 5] == 2 and nested[1, 1] == 1 and nested[11, 11] == 0
+    # Boxes that only overlap (not nested) are left alone, and so are point prompts.
+    side = Prompts(np.array([[0, 0, 6, 6], [3, 3, 9, 9]], np.float32), np.array([True, True]))
+    assert torch.equal(nested_box_logits(logits, side), logits)
+    pts = Prompts(None, np.array([True, True]), np.zeros((2, 1, 2), np.float32), np.ones((2, 1), np.int64))
+    assert torch.equal(nested_box_logits(logits, pts), logits)

@@ -71,7 +71,9 @@ def build_teacher(cfg: TeacherConfig) -> FoundationTeacher:
         factory = TEACHER_FACTORIES[cfg.name]
     except KeyError:
         raise ConfigError(f"teacher.name: unknown teacher {cfg.name!r}; known: {', '.join(TEACHER_FACTORIES)}") from None
-    return factory(cfg)
+    teacher = factory(cfg)
+    teacher.overlap = cfg.overlap
+    return teacher
 
 
 def cache_root(cfg: Config) -> Path:

@@ -118,6 +118,37 @@ def class_probabilities(logits: np.ndarray) -> np.ndarray:
     return full
 
 
+def nested_box_logits(logits: torch.Tensor, prompts: Prompts) -> torch.Tensor:
+    """Resolve overlaps of nested box prompts in favour of the inner structure.
+
+    SAM-family models segment the most salient object in a box. For a ring-shaped class whose box
+    encloses another class's box (ACDC's myocardium around the left-ventricle cavity), the outer
+    prompt returns the inner object, and the higher-logit rule then gives part of it to the wrong
+    class. Here, wherever the inner class's logit is positive, the outer class's logit is capped at
+    minus that logit, so the inner class wins there; the outer class keeps what lies outside.
+    Classes whose boxes are not nested are untouched; point prompts have no boxes and are unchanged.
+
+    Args:
+        logits: ``(K-1, H, W)`` foreground logits, as :meth:`FoundationTeacher.decode` returns them.
+        prompts: the prompts that produced them.
+    """
+    if prompts.boxes is None:
+        return logits
+    rows = np.flatnonzero(prompts.present)
+    b = prompts.boxes
+    out = logits.clone()
+    for a in rows:
+        for c in rows:
+            if a == c:
+                continue
+            inside = b[c, 0] >= b[a, 0] and b[c, 1] >= b[a, 1] and b[c, 2] <= b[a, 2] and b[c, 3] <= b[a, 3]
+            smaller = (b[c, 2] - b[c, 0] + 1) * (b[c, 3] - b[c, 1] + 1) < (b[a, 2] - b[a, 0] + 1) * (b[a, 3] - b[a, 1] + 1)
+            if inside and smaller:
+                inner = logits[c]
+                out[a] = torch.where(inner > 0, torch.minimum(out[a], -inner), out[a])
+    return out
+
+
 def logits_to_label(logits: np.ndarray) -> np.ndarray:
     """Class map: background where no logit is positive, else the class with the highest logit."""
     best = logits.argmax(axis=0)
@@ -158,6 +189,9 @@ class FoundationTeacher(ABC):
 
     def __init__(self, layers: Sequence[str] = (), token_grid: int = 16, device: str = "cpu", batch_size: int = 4) -> None:
         self.token_grid = int(token_grid)
+        #: overlap rule of multi-class box prompts: "logit" (higher logit wins) or "nested"
+        #: (:func:`nested_box_logits` first); set from ``teacher.overlap`` by :func:`build_teacher`.
+        self.overlap = "logit"
         self.batch_size = max(1, int(batch_size))
         self.device = _resolve_device(device)
         self.layers = tuple(layers)
@@ -295,6 +329,8 @@ class FoundationTeacher(ABC):
         low_res, fused_full = self._decode(encoded.embedding[None].float().to(self.device), boxes, points)
         logits[torch.from_numpy(rows)] = canvas_to_original(low_res.float().cpu(), geom)
         fused[torch.from_numpy(rows)] = pool_to_grid(fused_full.float().cpu(), geom, self.token_grid)
+        if self.overlap == "nested":
+            logits = nested_box_logits(logits, prompts)
         return logits, fused
 
     def _decode(
