@@ -38,6 +38,12 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
     "acdc_uncol_7p": (
         "configs/acdc_uncol.yaml", ["split.labeled=7", "name=bench_acdc_uncol_7p"], "ACDC, UnCoL, 7 labeled patients",
     ),
+    "acdc_uncol_student_only_7p": (
+        "configs/acdc_uncol.yaml",
+        ["split.labeled=7", "name=bench_acdc_uncol_student_only_7p", "method.distill=none", "method.pseudo_labels=none",
+         "teacher.name=none", "method.adapter_context=self"],
+        "ACDC, UnCoL student only (Table 4 row 1), 7 labeled patients",
+    ),
     "hippo_uncol_10pct": (
         "configs/hippocampus_uncol.yaml", ["split.labeled=0.1", "name=bench_hippo_uncol_10pct"],
         "Hippocampus 3D, UnCoL, 10% labeled",
