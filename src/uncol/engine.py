@@ -33,6 +33,7 @@ from uncol.data.readers import load_case
 from uncol.data.splits import Splits, load_splits, make_splits, save_splits
 from uncol.data.training import SampleSet, StepBatches
 from uncol.data.types import CaseData
+from uncol.devices import select_device
 from uncol.errors import ConfigError, UncolError
 from uncol.inference import predict_labels
 from uncol.methods import StepContext, TrainingMethod, build_method
@@ -72,21 +73,6 @@ class RunPaths:
 
 # ----------------------------------------------------------------------------------------------------------
 # Devices, seeds, RNG state
-
-
-def select_device(name: str) -> torch.device:
-    """Resolve ``auto``/``cpu``/``cuda``/``cuda:N`` to a device, with a clear error when unavailable."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"train.device: unsupported device type {dev.type!r}")
-    return dev
 
 
 def seed_everything(seed: int) -> None:

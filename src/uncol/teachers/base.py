@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from uncol.devices import select_device
 from uncol.errors import ConfigError
 from uncol.teachers.preprocessing import (
     PreprocessSpec,
@@ -156,15 +157,7 @@ def logits_to_label(logits: np.ndarray) -> np.ndarray:
 
 
 def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"teacher.device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"teacher.device: {name!r} requested but CUDA is not available on this machine")
-    return dev
+    return select_device(name, "teacher.device")
 
 
 class FoundationTeacher(ABC):
