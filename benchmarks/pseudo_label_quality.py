@@ -32,14 +32,9 @@ from uncol.data.splits import load_splits
 from uncol.data.training import SampleSet
 from uncol.engine import RunPaths, load_run_config
 from uncol.methods.pseudo_labels import entropy, fuse_pseudo_labels
+from uncol.metrics import compute_dice
 from uncol.models.networks import build_network
 from uncol.teachers.targets import TeacherTargets
-
-
-def dice(pred: np.ndarray, gt: np.ndarray, k: int) -> float:
-    p, g = pred == k, gt == k
-    s = p.sum() + g.sum()
-    return float("nan") if s == 0 else 2.0 * float((p & g).sum()) / float(s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                  "fused": fused.labels[0].numpy()}
         for name, pr in preds.items():
             for c in range(1, k):
-                d = dice(pr, gt, c)
+                d = compute_dice(pr == c, gt == c)
                 if not math.isnan(d):
                     scores[name][c - 1].append(d)
         conf_s = (entropy(p_s) < thr)[0].numpy()

@@ -112,13 +112,12 @@ class UnCoLMethod(TrainingMethod):
         self.teacher: Any = None
         self.targets_l: Any = None
         self.targets_u: Any = None
-        self._ema_tokens: torch.Tensor | None = None  # EMA tokens of the current unlabeled batch
         if self.has_teacher and (self.use_visual or self.need_semantic or self.use_general_pl):
             from uncol import teachers
 
             self.teacher = teachers.build_teacher(cfg.teacher)
             self.cache = teachers.open_cache(cfg, self.teacher)
-            depth = len(network.vit.layers) if hasattr(network.vit, "layers") else cfg.model.vit_depth
+            depth = len(network.vit.layers)
             for student_layer, name in self.teacher.layer_map.items():
                 if student_layer > depth:
                     raise ConfigError(
@@ -308,17 +307,17 @@ class UnCoLMethod(TrainingMethod):
     @torch.no_grad()
     def _teachers(
         self, xu: torch.Tensor, batch: dict[str, Any], ctx: StepContext, threshold: float
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """Pseudo-labels ``(Bu, *spatial)``, their mask and the per-teacher fractions of the unlabeled images."""
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float], torch.Tensor]:
+        """Pseudo-labels ``(Bu, *spatial)``, their mask, the per-teacher fractions of the unlabeled images,
+        and the EMA teacher's last-layer tokens of them (the adapter's context in stage 2)."""
         out = self.ema(xu, return_features=True)
-        self._ema_tokens = out.layers[-1]  # reused as the adapter's context of the unlabeled images
+        tokens = out.layers[-1]
         p_s = torch.softmax(out.logits, dim=1)
         p_g = None
         if self.use_general_pl and self.targets_u is not None:
             rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 13])
             p_g = self.targets_u.pseudo_label_probabilities(batch["unlabeled_ids"], batch["unlabeled_geometry"], p_s, rng)
         mode = self.m.pseudo_labels
-        stats: dict[str, float] = {}
         if p_g is not None:
             fused = fuse_pseudo_labels(p_g, p_s, threshold)
             stats = fused.fractions()
@@ -328,14 +327,14 @@ class UnCoLMethod(TrainingMethod):
         everywhere = torch.ones(p_s.shape[:1] + p_s.shape[2:], dtype=torch.bool, device=p_s.device)
         if mode == "uncertainty":
             assert p_g is not None
-            return fused.labels, fused.mask, stats
+            return fused.labels, fused.mask, stats, tokens
         if mode == "average":
             assert p_g is not None
-            return ((p_g + p_s) / 2).argmax(1), everywhere, stats
+            return ((p_g + p_s) / 2).argmax(1), everywhere, stats, tokens
         if mode == "generalized":
             assert p_g is not None
-            return p_g.argmax(1), everywhere, stats
-        return p_s.argmax(1), everywhere, stats  # specialized
+            return p_g.argmax(1), everywhere, stats, tokens
+        return p_s.argmax(1), everywhere, stats, tokens  # specialized
 
     def _stage2(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         n = min(batch["image"].shape[0], self.m.stage2_labeled_batch or batch["image"].shape[0])
@@ -350,7 +349,7 @@ class UnCoLMethod(TrainingMethod):
         ramp = self.stage2_ramp(ctx.step)
         k = self.cfg.data.num_classes
         threshold = (self.m.threshold_start + (self.m.threshold_end - self.m.threshold_start) * ramp) * math.log(k)
-        yu_all, conf_all, stats = self._teachers(xu_all, batch, ctx, threshold)
+        yu_all, conf_all, stats, tokens_u = self._teachers(xu_all, batch, ctx, threshold)
         xu, yu, conf_u = xu_all[pair], yu_all[pair], conf_all[pair]
 
         # Bidirectional copy-paste: unlabeled patches into labeled images and labeled patches into unlabeled.
@@ -359,7 +358,7 @@ class UnCoLMethod(TrainingMethod):
         x_in, x_out = mix(xl, xu, m[:, None]), mix(xu, xl, m[:, None])
         y_in, y_out = mix(yl, yu, m), mix(yu, yl, m)
         lab_in, lab_out = ~m, m  # pixels that carry a ground-truth label
-        ok_in, ok_out = mix(torch.zeros_like(conf_u), conf_u, m), mix(conf_u, torch.zeros_like(conf_u), m)
+        ok_in, ok_out = conf_u & m, conf_u & ~m  # confident pseudo-labelled pixels (never labeled ones)
         x_mix = torch.cat([x_in, x_out])
         y_mix = torch.cat([y_in, y_out])
         is_lab = torch.cat([lab_in, lab_out])
@@ -370,14 +369,14 @@ class UnCoLMethod(TrainingMethod):
         if self.m.adapter_context == "teacher":
             with torch.no_grad():
                 tl = self.ema(xl, return_features=True).layers[-1]
-                tu = self._ema_tokens[pair]
+                tu = tokens_u[pair]
             grid_shape = (n, -1, *self.grid)
             tl_map = tl.transpose(1, 2).reshape(grid_shape)
             tu_map = tu.transpose(1, 2).reshape(grid_shape)
             context = torch.cat([mix(tl_map, tu_map, mt), mix(tu_map, tl_map, mt)])
         out = self.network(x_mix, context=context, return_features=True)
         loss_sup = masked_dice_ce(out.logits, y_mix, is_lab)
-        loss_pl = masked_dice_ce(out.logits, y_mix, pseudo_ok & ~is_lab)
+        loss_pl = masked_dice_ce(out.logits, y_mix, pseudo_ok)
         loss_vis = loss_sup.new_zeros(())
         if self.use_visual and self.targets_l is not None and self.targets_u is not None:
             vl = self.targets_l.visual_targets(ids_l, views_l, dev)

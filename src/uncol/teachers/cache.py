@@ -284,26 +284,36 @@ def _check_entry(data: bytes, key: str) -> str | tuple[dict, int]:
 T = TypeVar("T", torch.Tensor, np.ndarray)
 
 
-def _geometry_one(x: T, flips: Sequence[bool], rot90: int, inverse: bool) -> T:
-    if len(flips) != 2:
-        raise ValueError(f"feature geometry is 2D: expected 2 flips (H, W), got {len(flips)}")
+def transform_view(x: T, flips: Sequence[bool], rot90: int, inverse: bool = False) -> T:
+    """Mirror (or undo) an augmentation's flips and quarter turns on maps ``(..., *spatial)``.
+
+    ``flips[i]`` flips the ``i``-th of the last ``len(flips)`` axes, then ``rot90`` quarter turns are
+    made in the plane of the last two axes (``np.rot90`` semantics): the order of
+    :func:`uncol.data.transforms.apply_augment`, for 2D and 3D maps. Tensors or arrays.
+    """
     k = (-rot90 if inverse else rot90) % 4
     is_torch = isinstance(x, torch.Tensor)
+    axes = [x.ndim - len(flips) + i for i, f in enumerate(flips) if f]
 
     def flip_all(y: T) -> T:
-        for axis, f in zip((-2, -1), flips, strict=True):
-            if f:
-                y = torch.flip(y, dims=(axis,)) if is_torch else np.flip(y, axis=axis)  # type: ignore[assignment]
-        return y
+        if not axes:
+            return y
+        return torch.flip(y, dims=axes) if is_torch else np.flip(y, axis=axes)  # type: ignore[return-value]
 
     def rotate(y: T) -> T:
         if not k:
             return y
         return torch.rot90(y, k, dims=(-2, -1)) if is_torch else np.rot90(y, k, axes=(-2, -1))  # type: ignore[return-value]
 
-    # Forward: flips, then rotation (the order of uncol.data.transforms.apply_augment); inverse reversed.
+    # Forward: flips, then rotation; the inverse undoes them in reverse order.
     y = flip_all(rotate(x)) if inverse else rotate(flip_all(x))
     return y.contiguous() if is_torch else np.ascontiguousarray(y)  # type: ignore[return-value]
+
+
+def _geometry_one(x: T, flips: Sequence[bool], rot90: int, inverse: bool) -> T:
+    if len(flips) != 2:
+        raise ValueError(f"feature geometry is 2D: expected 2 flips (H, W), got {len(flips)}")
+    return transform_view(x, flips, rot90, inverse)
 
 
 def apply_geometry(features: T | Mapping[str, T], flips: Sequence[bool], rot90: int) -> T | dict[str, T]:

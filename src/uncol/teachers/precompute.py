@@ -25,7 +25,7 @@ from uncol.data.readers import load_case
 from uncol.data.training import SampleSet, prepare_case
 from uncol.data.types import Case
 from uncol.teachers.base import FoundationTeacher
-from uncol.teachers.targets import sample_slices, teacher_slice_axis
+from uncol.teachers.targets import sample_axis, sample_slices
 from uncol.teachers.zero_shot import resolve_slice_axis, split_cases
 
 TRAINING_SPLITS = ("train", "labeled", "unlabeled")
@@ -35,8 +35,7 @@ def _training_images(cfg: Config, cases: list[Case]) -> Iterator[np.ndarray]:
     # Exactly what uncol.teachers.targets looks up: the in-memory samples (3D: padded to the patch
     # size), sliced along the teacher's axis.
     for sample in SampleSet(cases, cfg, use_labels=False).samples:
-        axis = teacher_slice_axis(cfg.teacher.slice_axis, sample.image.shape[1:], sample.slice_axis) if sample.image.ndim == 4 else 0
-        yield from sample_slices(sample, axis)
+        yield from sample_slices(sample, sample_axis(sample, cfg.teacher.slice_axis))
 
 
 def _evaluation_images(cfg: Config, cases: list[Case]) -> Iterator[np.ndarray]:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from uncol.config import Config
 from uncol.data.training import Sample, SampleSet
 from uncol.teachers.base import FoundationTeacher, class_probabilities
-from uncol.teachers.cache import FeatureCache
+from uncol.teachers.cache import FeatureCache, transform_view
 from uncol.teachers.prompts import (
     Prompts,
     boxes_from_mask,
@@ -61,6 +61,11 @@ def teacher_slice_axis(setting: int, shape: Sequence[int], default_axis: int) ->
     return default_axis if areas[default_axis] == best else areas.index(best)
 
 
+def sample_axis(sample: Sample, setting: int) -> int:
+    """The axis a sample is fed to the 2D teacher along (``teacher.slice_axis``); 0 for a 2D sample."""
+    return teacher_slice_axis(setting, sample.image.shape[1:], sample.slice_axis) if sample.image.ndim == 4 else 0
+
+
 def sample_slices(sample: Sample, axis: int) -> list[np.ndarray]:
     """The 2D images ``(C, H, W)`` of a 3D sample along spatial ``axis`` (a 2D sample: itself)."""
     if sample.image.ndim == 3:
@@ -69,24 +74,10 @@ def sample_slices(sample: Sample, axis: int) -> list[np.ndarray]:
 
 
 def apply_view(x: torch.Tensor, geometry: Geometry, inverse: bool = False) -> torch.Tensor:
-    """Mirror (or undo) a drawn view's flips and quarter turns on maps ``(..., *spatial)``.
-
-    ``geometry = (flips, rot90)`` as :meth:`SampleSet.draw` returns it: flips per spatial axis, then
-    ``rot90`` quarter turns in the plane of the last two axes (``np.rot90`` semantics), exactly the
-    order of :func:`uncol.data.transforms.apply_augment`. Works for 2D and 3D maps.
-    """
+    """Mirror (or undo) a drawn view's ``(flips, rot90)``, as :meth:`SampleSet.draw` returns it, on maps
+    ``(..., *spatial)`` (2D or 3D; see :func:`uncol.teachers.cache.transform_view`)."""
     flips, rot90 = geometry
-    nd = len(flips)
-    dims = [x.ndim - nd + i for i, f in enumerate(flips) if f]
-    k = (-rot90 if inverse else rot90) % 4
-
-    def flip(y: torch.Tensor) -> torch.Tensor:
-        return torch.flip(y, dims=dims) if dims else y
-
-    def rotate(y: torch.Tensor) -> torch.Tensor:
-        return torch.rot90(y, k, dims=(-2, -1)) if k else y
-
-    return flip(rotate(x)) if inverse else rotate(flip(x))
+    return transform_view(x, flips, rot90, inverse)
 
 
 def _stack_slices(maps: list[torch.Tensor], axis: int) -> torch.Tensor:
@@ -160,10 +151,7 @@ class TeacherTargets:
         self.spatial_dims = len(self.grid)
         self.layers = teacher.visual_layers
         self.stats = TargetStats()
-        self.axes = [
-            teacher_slice_axis(cfg.teacher.slice_axis, s.image.shape[1:], s.slice_axis) if s.image.ndim == 4 else 0
-            for s in self.samples
-        ]
+        self.axes = [sample_axis(s, cfg.teacher.slice_axis) for s in self.samples]
         self.visual: dict[str, torch.Tensor] = {}
         self.semantic: torch.Tensor | None = None
         self.semantic_valid: torch.Tensor | None = None

@@ -10,7 +10,6 @@ included), so a second run, e.g. with box jitter, only pays for the cheap mask d
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from uncol.errors import UncolError
 from uncol.metrics import compute_case_metrics, summarize
 from uncol.teachers.base import FeatureSource, FoundationTeacher, logits_to_label
 from uncol.teachers.prompts import Prompts
+from uncol.teachers.targets import teacher_slice_axis
 
 
 def resolve_slice_axis(setting: int, data: CaseData) -> int:
@@ -43,14 +43,7 @@ def resolve_slice_axis(setting: int, data: CaseData) -> int:
     """
     if data.image.ndim == 3:
         return 0
-    if setting >= 0:
-        return setting
-    if setting == -1:
-        return data.slice_axis
-    shape = data.spatial_shape
-    areas = [math.prod(shape) // shape[a] for a in range(3)]
-    best = max(areas)
-    return data.slice_axis if areas[data.slice_axis] == best else areas.index(best)
+    return teacher_slice_axis(setting, data.spatial_shape, data.slice_axis)
 
 
 def split_cases(cfg: Config, split: str) -> list[Case]:
