@@ -44,6 +44,41 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
          "teacher.name=none", "method.adapter_context=self"],
         "ACDC, UnCoL student only (Table 4 row 1), 7 labeled patients",
     ),
+    "acdc_uncol_gteacher_only_7p": (
+        "configs/acdc_uncol.yaml",
+        ["split.labeled=7", "name=bench_acdc_uncol_gteacher_only_7p", "method.distill=none", "method.pseudo_labels=generalized"],
+        "ACDC, UnCoL with the generalized teacher only (Table 4), 7 labeled patients",
+    ),
+    "acdc_uncol_steacher_only_7p": (
+        "configs/acdc_uncol.yaml",
+        ["split.labeled=7", "name=bench_acdc_uncol_steacher_only_7p", "method.distill=none", "method.pseudo_labels=specialized", "teacher.name=none", "method.adapter_context=self"],
+        "ACDC, UnCoL with the specialized teacher only (Table 4), 7 labeled patients",
+    ),
+    "acdc_uncol_visual_only_7p": (
+        "configs/acdc_uncol.yaml",
+        ["split.labeled=7", "name=bench_acdc_uncol_visual_only_7p", "method.distill=visual", "method.pseudo_labels=none"],
+        "ACDC, UnCoL visual distillation only, pretraining (Table 4), 7 labeled patients",
+    ),
+    "acdc_uncol_semantic_only_7p": (
+        "configs/acdc_uncol.yaml",
+        ["split.labeled=7", "name=bench_acdc_uncol_semantic_only_7p", "method.distill=semantic", "method.pseudo_labels=none"],
+        "ACDC, UnCoL semantic distillation only, pretraining (Table 4), 7 labeled patients",
+    ),
+    "acdc_uncol_both_paths_7p": (
+        "configs/acdc_uncol.yaml",
+        ["split.labeled=7", "name=bench_acdc_uncol_both_paths_7p", "method.distill=both", "method.pseudo_labels=none"],
+        "ACDC, UnCoL both distillation paths, pretraining (Table 4), 7 labeled patients",
+    ),
+    "acdc_uncol_stch_pl_7p": (
+        "configs/acdc_uncol.yaml",
+        ["split.labeled=7", "name=bench_acdc_uncol_stch_pl_7p", "method.pseudo_labels=specialized"],
+        "ACDC, UnCoL S-Tch-PL: specialized-teacher pseudo-labels (Table 4), 7 labeled patients",
+    ),
+    "acdc_uncol_avg_pl_7p": (
+        "configs/acdc_uncol.yaml",
+        ["split.labeled=7", "name=bench_acdc_uncol_avg_pl_7p", "method.pseudo_labels=average"],
+        "ACDC, UnCoL Avg-Tch-PL: averaged-teacher pseudo-labels (Table 4), 7 labeled patients",
+    ),
     "hippo_uncol_10pct": (
         "configs/hippocampus_uncol.yaml", ["split.labeled=0.1", "name=bench_hippo_uncol_10pct"],
         "Hippocampus 3D, UnCoL, 10% labeled",

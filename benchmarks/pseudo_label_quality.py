@@ -11,6 +11,9 @@ both with the entropy rule at a given threshold, and reports against the hidden 
 * the fraction of pixels supervised by each teacher alone, by both and by neither, and the accuracy
   of the fused pseudo-label on the supervised pixels.
 
+Where the run used the class-wise gate (``method.teacher_min_dice``), the voting classes of its
+``teacher_reliability.json`` gate the foundation teacher here too (``--no-gate`` to score it ungated).
+
     python benchmarks/pseudo_label_quality.py runs/bench/bench_acdc_uncol_7p --slices 120 [--threshold 0.75]
 
 Not a test: it prints figures for benchmarks/RESULTS.md.
@@ -19,6 +22,7 @@ Not a test: it prints figures for benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -31,7 +35,7 @@ from uncol.config import config_from_dict
 from uncol.data.splits import load_splits
 from uncol.data.training import SampleSet
 from uncol.engine import RunPaths, load_run_config
-from uncol.methods.pseudo_labels import entropy, fuse_pseudo_labels
+from uncol.methods.pseudo_labels import entropy, fuse_pseudo_labels, gate_classes
 from uncol.metrics import compute_dice
 from uncol.models.networks import build_network
 from uncol.teachers.targets import TeacherTargets
@@ -47,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt", choices=["pseudo", "gt"], default="pseudo",
                     help="prompt the foundation teacher from the EMA pseudo-label (as training does) or from the "
                          "hidden ground truth (the teacher's own ceiling)")
+    ap.add_argument("--no-gate", action="store_true", help="ignore the run's class-wise gate (teacher_reliability.json)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="config overrides (e.g. teacher.cache_dir=...)")
     a = ap.parse_args(argv)
@@ -74,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     targets = TeacherTargets(teacher, cache, samples, cfg, grid, embeddings=True, lazy=True)
 
     k = cfg.data.num_classes
+    voting = None
+    gate_file = a.run / "teacher_reliability.json"
+    if gate_file.is_file() and not a.no_gate:
+        report = json.loads(gate_file.read_text())
+        names_all = cfg.data.class_names or [str(c) for c in range(k)]
+        voting = torch.tensor([n in report["voting_classes"] for n in names_all])
     frac = a.threshold if a.threshold is not None else cfg.method.threshold_start
     thr = frac * math.log(k)
     no_view = ((False,) * cfg.spatial_dims, 0)
@@ -87,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.prompt == "gt":
             source = torch.nn.functional.one_hot(torch.from_numpy(s.label), k).permute(2, 0, 1)[None].float()
         p_g = targets.pseudo_label_probabilities([i], [no_view], source, np.random.default_rng([a.seed, i]))
+        if voting is not None:
+            p_g = gate_classes(p_g, p_s, voting)
         fused = fuse_pseudo_labels(p_g, p_s, thr)
         gt = s.label
         preds = {"specialized": p_s.argmax(1)[0].numpy(), "general": p_g.argmax(1)[0].numpy(),
@@ -110,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
     names = cfg.data.class_names[1:] if cfg.data.class_names else [str(c) for c in range(1, k)]
     print(f"run {a.run} ({a.weights} weights, step {state['step']}), {len(samples)} unlabeled slices, "
-          f"threshold {frac:.2f} ln K, foundation teacher prompted from {a.prompt}, overlap rule {cfg.teacher.overlap}")
+          f"threshold {frac:.2f} ln K, foundation teacher prompted from {a.prompt}, overlap rule {cfg.teacher.overlap}, "
+          f"class gate {'off' if voting is None else report['voting_classes']}")
     print("| pseudo-label | " + " | ".join(f"{n} Dice %" for n in names) + " | mean Dice % |")
     print("|---|" + "---|" * (len(names) + 1))
     for name, per in scores.items():

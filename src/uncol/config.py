@@ -174,6 +174,12 @@ class MethodConfig:
         0.75, "UnCoL: entropy threshold at the start of stage 2, as a fraction of ln(num_classes)."
     )
     threshold_end: float = _f(1.0, "UnCoL: entropy threshold once ramped up, as a fraction of ln(num_classes).")
+    teacher_min_dice: float = _f(
+        0.0,
+        "UnCoL stage 2: class-wise reliability gate of the foundation teacher. Before stage 2 it is prompted from the "
+        "labeled images' ground truth, as it is from pseudo-labels later, and its Dice per class measured; it gets no "
+        "vote on pixels that either teacher assigns to a class scoring below this value. 0 = off (the paper).",
+    )
     copy_paste_ratio: float = _f(0.6, "UnCoL: fraction of spatial patches replaced by copy-paste mixing (paper: 60%).")
     copy_paste_patch: int = _f(
         0, "UnCoL: copy-paste patch size in pixels/voxels; 0 = model.vit_patch, so patches align with ViT tokens."
@@ -268,6 +274,12 @@ class TeacherConfig:
         -1,
         "3D volumes are fed to the 2D teacher slice by slice along this spatial axis: 0, 1, 2; -1 = the data's "
         "slice axis (data.slice_axis, else the reader default); -2 = per case, the axis with the largest slices.",
+    )
+    slice_stride: int = _f(
+        1,
+        "3D volumes: the teacher sees every N-th slice along teacher.slice_axis (the middle slice of each run of N); "
+        "visual targets are pooled from those slices and, in UnCoL stage 2, the teacher gives probabilities on them "
+        "only (no vote elsewhere). 1 = every slice. N = model.vit_patch keeps one slice per token row.",
     )
     box_jitter_px: float = _f(
         20.0,
@@ -539,7 +551,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"method.ema_decay: must be in (0, 1), got {m.ema_decay}")
     if m.unlabeled_batch_size < 0:
         raise ConfigError("method.unlabeled_batch_size: must be >= 0")
-    for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio", "self_context_prob"):
+    for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio", "self_context_prob",
+              "teacher_min_dice"):
         if not 0.0 <= getattr(m, k) <= 1.0:
             raise ConfigError(f"method.{k}: must be in [0, 1], got {getattr(m, k)}")
     for k in ("consistency_weight", "distill_weight", "copy_paste_patch", "stage2_labeled_batch"):
@@ -585,7 +598,7 @@ def _validate_uncol(cfg: Config) -> None:
 
 
 def _validate_teacher(t: TeacherConfig) -> None:
-    for k in ("token_grid", "batch_size", "points_per_class", "min_pixels"):
+    for k in ("token_grid", "batch_size", "points_per_class", "min_pixels", "slice_stride"):
         if getattr(t, k) < 1:
             raise ConfigError(f"teacher.{k}: must be >= 1, got {getattr(t, k)}")
     if t.box_jitter_px < 0:

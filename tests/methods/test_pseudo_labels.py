@@ -66,3 +66,31 @@ def test_lower_entropy_teacher_dominates_and_shapes_checked():
     assert out.labels.item() == 0  # the much more certain generalized teacher wins
     with pytest.raises(ValueError, match="differ in shape"):
         fuse_pseudo_labels(pg, probs([0.5, 0.5], [0.5, 0.5]), 1.0)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5])
+def test_a_uniform_teacher_is_never_confident(k):
+    # Uniform maps mean "no opinion" (nothing prompted, a slice not seen, a class-gated pixel); their
+    # entropy equals ln K up to float rounding, which must not count as below the top threshold ln K.
+    uniform = torch.full((1, k, 4, 4), 1.0 / k)
+    sharp = torch.zeros(1, k, 4, 4)
+    sharp[:, 1] = 0.9
+    sharp[:, 0] = 0.1
+    for threshold in (math.log(k), 0.75 * math.log(k)):
+        out = fuse_pseudo_labels(uniform, sharp, threshold)
+        assert out.fractions()["frac_general"] == 0 and out.fractions()["frac_both"] == 0
+        assert out.fractions()["frac_special"] == 1
+
+
+def test_class_gate_leaves_the_generalized_teacher_no_vote_on_failed_classes():
+    from uncol.methods.pseudo_labels import gate_classes
+
+    p_g = probs([0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1])
+    p_s = probs([0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8])
+    voting = torch.tensor([True, True, False])  # class 2 failed on the labeled data
+    gated = gate_classes(p_g, p_s, voting)
+    assert torch.equal(gated[..., 0], p_g[..., 0])  # both name voting classes: kept
+    assert torch.allclose(gated[..., 1], torch.full((1, 3), 1 / 3, dtype=gated.dtype))  # it names class 2
+    assert torch.allclose(gated[..., 2], torch.full((1, 3), 1 / 3, dtype=gated.dtype))  # the EMA names class 2
+    fused = fuse_pseudo_labels(gated, p_s, math.log(3))
+    assert fused.source.tolist() == [[3, 2, 2]]

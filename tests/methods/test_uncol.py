@@ -315,3 +315,91 @@ def test_context_dropout_trains_the_inference_path(tmp_path, fake_litemedsam, da
         merged = method._forward(x, ctx, own).logits
         assert torch.allclose(merged[0], method.network(x[0:1])[0], atol=1e-5)
         assert torch.allclose(merged[1], method.network(x[1:2], context=ctx[1:2])[0], atol=1e-5)
+
+
+def test_teacher_slice_indices():
+    from uncol.teachers.targets import teacher_slice_indices
+
+    assert teacher_slice_indices(40, 4) == list(range(2, 40, 4))
+    assert teacher_slice_indices(16, 8) == [4, 12]  # one slice near the centre of each 8-slice token row
+    assert teacher_slice_indices(5, 1) == [0, 1, 2, 3, 4]
+    assert teacher_slice_indices(3, 8) == [1]  # never empty
+
+
+def test_slice_stride_feeds_the_teacher_every_nth_slice(tmp_path, data3d):
+    from uncol.data.index import discover
+    from uncol.data.training import SampleSet
+    from uncol.teachers.cache import FeatureCache
+    from uncol.teachers.targets import TeacherTargets
+
+    base = uncol_config(tmp_path, data3d, dims=3)
+    cfg = dataclasses.replace(base, teacher=dataclasses.replace(base.teacher, slice_stride=4))
+    samples = SampleSet(discover(cfg.data).train[:1], cfg, use_labels=False)
+    teacher = FakeTeacher(layers=LAYERS, token_grid=8, size=64)
+    targets = TeacherTargets(teacher, FeatureCache(teacher, tmp_path / "cache"), samples, cfg, (4, 4, 4), embeddings=True)
+    assert teacher.encoded_images == 4  # slices 2, 6, 10, 14 of 16 along the slice axis (2)
+    assert targets.visual_targets([0], [((False,) * 3, 0)], torch.device("cpu"))["stage1"].shape[2:] == (4, 4, 4)
+    # Stage-2 probabilities: the teacher votes on the slices it sees, is uniform (no opinion) on the others.
+    pseudo = torch.zeros(1, 3, 16, 16, 16)
+    pseudo[:, 0] = 1.0
+    pseudo[:, 0, 3:12, 3:12, :] = 0.0
+    pseudo[:, 1, 3:12, 3:12, :] = 1.0
+    p = targets.pseudo_label_probabilities([0], [((False,) * 3, 0)], pseudo, np.random.default_rng(0))
+    seen, unseen = p[0, :, :, :, 6], p[0, :, :, :, 7]
+    # Point prompts: the stand-in returns small discs around the points, all inside the class-1 square.
+    fg = seen.argmax(0) == 1
+    assert fg.any() and not fg[12:].any() and not fg[:, 12:].any()
+    assert torch.allclose(unseen, torch.full_like(unseen, 1 / 3))
+    assert teacher.encoded_images == 4  # stage 2 reads the cached embeddings of the same slices
+
+
+def test_class_reliability_measures_the_teacher_against_the_ground_truth(tmp_path, data2d):
+    from types import SimpleNamespace
+
+    from uncol.data.training import Sample
+    from uncol.teachers.cache import FeatureCache
+    from uncol.teachers.targets import TeacherTargets
+
+    cfg = uncol_config(tmp_path, data2d)
+    label = np.zeros((32, 32), np.int64)
+    label[4:12, 4:12] = 1  # a square: the stand-in teacher's box prompt returns it exactly
+    label[12:30, 12:30] = 2
+    label[15:27, 15:27] = 0  # a ring: the box returns its hole too, as SAM does for ACDC's myocardium
+    image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    samples = SimpleNamespace(samples=[Sample("hand-built", image, label)])
+    teacher = FakeTeacher(layers=LAYERS, token_grid=8, size=64)
+    targets = TeacherTargets(teacher, FeatureCache(teacher, tmp_path / "cache"), samples, cfg, (8, 8), embeddings=True)
+    dice = targets.class_reliability(np.random.default_rng(0))
+    # The stand-in's boxes reach a pixel past the far edge: near 1 for the square, and for the ring at
+    # most what a filled 18 x 18 box scores on it.
+    assert dice[1] > 0.85
+    ring, box = 18 * 18 - 12 * 12, 18 * 18
+    assert 0.5 < dice[2] <= 2 * ring / (ring + box) + 1e-9
+    assert dice[0] < 1.0
+
+
+def test_class_gate_takes_the_vote_from_the_foundation_teacher(tmp_path, fake_litemedsam, data2d):
+    import json
+
+    # Blobs are no boxes: the stand-in teacher scores below 1 on every class, so a gate at 1 leaves it no vote.
+    cfg = uncol_config(tmp_path, data2d, method={"teacher_min_dice": 1.0}, val_every=0)
+    Trainer(cfg, tmp_path / "gated", show_progress=False).fit()
+    report = json.loads((tmp_path / "gated" / "teacher_reliability.json").read_text())
+    assert report["voting_classes"] == [] and all(0 <= d < 1 for d in report["dice"].values())
+    rows = [r for r in read_log(tmp_path / "gated") if float(r["stage"]) == 2]
+    assert rows and all(float(r["frac_general"]) == 0 and float(r["frac_both"]) == 0 for r in rows)
+    # Without the gate the same run lets the foundation teacher vote.
+    Trainer(uncol_config(tmp_path, data2d, val_every=0), tmp_path / "open", show_progress=False).fit()
+    rows = [r for r in read_log(tmp_path / "open") if float(r["stage"]) == 2]
+    assert any(float(r["frac_general"]) + float(r["frac_both"]) > 0 for r in rows)
+    assert not (tmp_path / "open" / "teacher_reliability.json").exists()
+
+
+def test_3d_run_with_slice_stride(tmp_path, fake_litemedsam, data3d):
+    cfg = uncol_config(tmp_path, data3d, dims=3, val_every=0)
+    cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, slice_stride=8))
+    Trainer(cfg, tmp_path / "run", show_progress=False).fit()
+    rows = read_log(tmp_path / "run")
+    assert column(rows, "stage") == [1, 1, 1, 2, 2, 2]
+    # The teacher sees 2 of 16 slices: it cannot be confident on more than 1/8 of the voxels.
+    assert all(float(r["frac_general"]) + float(r["frac_both"]) <= 2 / 16 + 1e-6 for r in rows[3:])

@@ -69,13 +69,29 @@ class PseudoLabels:
 
 
 @torch.no_grad()
+def gate_classes(p_general: torch.Tensor, p_special: torch.Tensor, voting: torch.Tensor) -> torch.Tensor:
+    """The class-wise reliability gate: the generalized teacher's probabilities, uniform (no opinion,
+    never confident) on pixels that either teacher assigns to a class outside ``voting``.
+
+    Args:
+        p_general: ``(B, K, *spatial)`` probabilities of the generalized teacher.
+        p_special: ``(B, K, *spatial)`` probabilities of the specialized teacher.
+        voting: ``(K,)`` bool, the classes on which the generalized teacher may vote.
+    """
+    ok = voting.to(p_general.device)
+    vote = (ok[p_general.argmax(1)] & ok[p_special.argmax(1)]).unsqueeze(1)
+    return torch.where(vote, p_general, torch.full_like(p_general, 1.0 / p_general.shape[1]))
+
+
+@torch.no_grad()
 def fuse_pseudo_labels(p_general: torch.Tensor, p_special: torch.Tensor, threshold: float) -> PseudoLabels:
     """Fuse two teachers' probability maps by their per-pixel entropy.
 
     Args:
         p_general: ``(B, K, *spatial)`` probabilities of the generalized (foundation) teacher.
         p_special: ``(B, K, *spatial)`` probabilities of the specialized (EMA) teacher.
-        threshold: entropy threshold; a teacher is confident where its entropy is strictly below it.
+        threshold: entropy threshold; a teacher is confident where its entropy is strictly below it
+            (and never where its probabilities are uniform).
 
     Returns:
         The fused :class:`PseudoLabels`.
@@ -83,7 +99,10 @@ def fuse_pseudo_labels(p_general: torch.Tensor, p_special: torch.Tensor, thresho
     if p_general.shape != p_special.shape:
         raise ValueError(f"teacher probability maps differ in shape: {tuple(p_general.shape)} vs {tuple(p_special.shape)}")
     h_g, h_s = entropy(p_general), entropy(p_special)
-    conf_g, conf_s = h_g < threshold, h_s < threshold
+    # A uniform map (a teacher with no opinion) has entropy ln K up to float rounding: keep it below any
+    # threshold, including the largest, ln K itself.
+    limit = min(float(threshold), math.log(p_general.shape[1]) * (1.0 - 1e-5))
+    conf_g, conf_s = h_g < limit, h_s < limit
     both = conf_g & conf_s
     total = h_g + h_s
     # Weight of the generalized teacher: the specialized teacher's share of the entropy.

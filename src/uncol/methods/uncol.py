@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uncol.atomic import atomic_write_json
 from uncol.config import Config
 from uncol.data.copy_paste import mix, sample_patch_mask
 from uncol.data.training import SampleSet
@@ -49,7 +50,7 @@ from uncol.ema import EMA
 from uncol.errors import ConfigError
 from uncol.methods.base import StepContext, TrainingMethod
 from uncol.methods.losses import SegmentationLoss, masked_dice_ce
-from uncol.methods.pseudo_labels import entropy, fuse_pseudo_labels, gaussian_rampup
+from uncol.methods.pseudo_labels import entropy, fuse_pseudo_labels, gate_classes, gaussian_rampup
 from uncol.models.student import UnCoLStudent
 
 
@@ -112,6 +113,8 @@ class UnCoLMethod(TrainingMethod):
         self.teacher: Any = None
         self.targets_l: Any = None
         self.targets_u: Any = None
+        # Classes on which the foundation teacher may vote (method.teacher_min_dice); None: all.
+        self.general_classes: torch.Tensor | None = None
         if self.has_teacher and (self.use_visual or self.need_semantic or self.use_general_pl):
             from uncol import teachers
 
@@ -167,6 +170,8 @@ class UnCoLMethod(TrainingMethod):
                     self.teacher, self.cache, unlabeled, self.cfg, self.grid, embeddings=self.use_general_pl,
                     lazy=self.m.lazy_unlabeled_targets, progress=lambda i, n: pb.update(1),
                 )
+        if self.m.teacher_min_dice > 0 and self.use_general_pl and self.targets_u is not None:
+            self._measure_reliability(run_dir)
         dim = self.network.vit_dim
         channels = self.targets_l.visual_channels
         if self.use_visual:
@@ -182,6 +187,26 @@ class UnCoLMethod(TrainingMethod):
                     f"add {width} to model.context_dims (now {list(self.network.adapter.context_dims)}), or set "
                     "method.adapter_context=self"
                 )
+
+    def _measure_reliability(self, run_dir: Path) -> None:
+        """The class-wise gate of the foundation teacher (``method.teacher_min_dice``), from the labeled data.
+
+        Seeded, so a resumed run recomputes the same gate; written to ``teacher_reliability.json``.
+        """
+        rng = np.random.default_rng([self.cfg.train.seed, 17])
+        dice = self.targets_l.class_reliability(rng)
+        keep = ~(dice < self.m.teacher_min_dice)  # NaN (class never seen): no evidence against the teacher
+        self.general_classes = torch.from_numpy(keep)
+        names = self.cfg.data.class_names or [str(c) for c in range(len(dice))]
+        atomic_write_json(
+            run_dir / "teacher_reliability.json",
+            {
+                "min_dice": self.m.teacher_min_dice,
+                "prompt": self.cfg.teacher.prompt,
+                "dice": {n: (None if math.isnan(d) else round(float(d), 4)) for n, d in zip(names, dice, strict=True)},
+                "voting_classes": [n for n, k in zip(names, keep, strict=True) if k],
+            },
+        )
 
     def modules(self) -> dict[str, nn.Module]:
         return {"network": self.network, "ema": self.ema, "projections": self.projections}
@@ -317,6 +342,9 @@ class UnCoLMethod(TrainingMethod):
         if self.use_general_pl and self.targets_u is not None:
             rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 13])
             p_g = self.targets_u.pseudo_label_probabilities(batch["unlabeled_ids"], batch["unlabeled_geometry"], p_s, rng)
+            if self.general_classes is not None:
+                # No vote where either teacher names a class the foundation teacher fails on the labeled data.
+                p_g = gate_classes(p_g, p_s, self.general_classes)
         mode = self.m.pseudo_labels
         if p_g is not None:
             fused = fuse_pseudo_labels(p_g, p_s, threshold)

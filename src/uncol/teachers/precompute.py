@@ -4,8 +4,8 @@ The cache is keyed by image content, so this must encode exactly the arrays that
 
 * training splits of a 2D run: the in-memory training samples (normalised, resized to
   ``train.patch_size``) that :class:`uncol.data.training.SampleSet` builds and a method reads back;
-* training splits of a 3D run: the in-memory samples' slices along ``teacher.slice_axis`` (volumes
-  normalised and padded to ``train.patch_size``, as UnCoL reads them);
+* training splits of a 3D run: the in-memory samples' slices along ``teacher.slice_axis``, every
+  ``teacher.slice_stride``-th one (volumes normalised and padded to ``train.patch_size``, as UnCoL reads them);
 * ``val`` / ``test``: the normalised slices that zero-shot evaluation encodes (slices with at least
   one labeled class), with their image embeddings.
 """
@@ -35,7 +35,7 @@ def _training_images(cfg: Config, cases: list[Case]) -> Iterator[np.ndarray]:
     # Exactly what uncol.teachers.targets looks up: the in-memory samples (3D: padded to the patch
     # size), sliced along the teacher's axis.
     for sample in SampleSet(cases, cfg, use_labels=False).samples:
-        yield from sample_slices(sample, sample_axis(sample, cfg.teacher.slice_axis))
+        yield from sample_slices(sample, sample_axis(sample, cfg.teacher.slice_axis), cfg.teacher.slice_stride)
 
 
 def _evaluation_images(cfg: Config, cases: list[Case]) -> Iterator[np.ndarray]:

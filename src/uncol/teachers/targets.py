@@ -66,11 +66,25 @@ def sample_axis(sample: Sample, setting: int) -> int:
     return teacher_slice_axis(setting, sample.image.shape[1:], sample.slice_axis) if sample.image.ndim == 4 else 0
 
 
-def sample_slices(sample: Sample, axis: int) -> list[np.ndarray]:
-    """The 2D images ``(C, H, W)`` of a 3D sample along spatial ``axis`` (a 2D sample: itself)."""
+def teacher_slice_indices(n: int, stride: int) -> list[int]:
+    """Indices of the slices of an ``n``-slice axis the teacher sees with ``teacher.slice_stride``.
+
+    Every ``stride``-th slice, starting in the middle of the first run of ``stride`` slices (so with
+    ``stride`` equal to the ViT patch, one slice near the centre of each token row); at least one slice.
+    """
+    if stride <= 1:
+        return list(range(n))
+    picked = list(range(stride // 2, n, stride))
+    return picked or [n // 2]
+
+
+def sample_slices(sample: Sample, axis: int, stride: int = 1) -> list[np.ndarray]:
+    """The 2D images ``(C, H, W)`` of a 3D sample along spatial ``axis``, every ``stride``-th one
+    (:func:`teacher_slice_indices`); a 2D sample: itself."""
     if sample.image.ndim == 3:
         return [sample.image]
-    return [np.ascontiguousarray(np.take(sample.image, s, axis=axis + 1)) for s in range(sample.image.shape[axis + 1])]
+    picked = teacher_slice_indices(sample.image.shape[axis + 1], stride)
+    return [np.ascontiguousarray(np.take(sample.image, s, axis=axis + 1)) for s in picked]
 
 
 def apply_view(x: torch.Tensor, geometry: Geometry, inverse: bool = False) -> torch.Tensor:
@@ -152,6 +166,7 @@ class TeacherTargets:
         self.layers = teacher.visual_layers
         self.stats = TargetStats()
         self.axes = [sample_axis(s, cfg.teacher.slice_axis) for s in self.samples]
+        self.stride = cfg.teacher.slice_stride
         self.visual: dict[str, torch.Tensor] = {}
         self.semantic: torch.Tensor | None = None
         self.semantic_valid: torch.Tensor | None = None
@@ -175,14 +190,14 @@ class TeacherTargets:
         jitter_ref = self.cfg.teacher.box_jitter_px
         for i, sample in enumerate(self.samples):
             axis = self.axes[i]
-            slices = sample_slices(sample, axis)
+            slices = sample_slices(sample, axis, self.stride)
             encoded = self.cache.encode(slices, embeddings=semantic or embeddings)
             for n, v in self._visual_of(encoded, axis).items():
                 visual[n].append(v)
             if semantic:
                 if sample.label is None:
                     raise ValueError(f"{sample.source}: semantic targets need a label")
-                labels = [sample.label] if sample.label.ndim == 2 else [np.take(sample.label, s, axis=axis) for s in range(sample.label.shape[axis])]
+                labels = self._label_slices(sample.label, axis)
                 # One fixed, seeded jitter per sample: the target stays a constant of the sample.
                 rng = np.random.default_rng([self.cfg.train.seed, i, 7])
                 fused_maps, valid_maps = [], []
@@ -209,6 +224,12 @@ class TeacherTargets:
             self.semantic = torch.stack(sem)
             self.semantic_valid = torch.stack(sem_valid)
 
+    def _label_slices(self, label: np.ndarray, axis: int) -> list[np.ndarray]:
+        """The label slices matching :func:`sample_slices` (a 2D label: itself)."""
+        if label.ndim == 2:
+            return [label]
+        return [np.take(label, s, axis=axis) for s in teacher_slice_indices(label.shape[axis], self.stride)]
+
     def _visual_of(self, encoded: Sequence[Any], axis: int) -> dict[str, torch.Tensor]:
         """One sample's visual targets on the student grid (float16) from its slices' encoder outputs."""
         out = {}
@@ -222,7 +243,7 @@ class TeacherTargets:
             return {n: v[i] for n, v in self.visual.items()}
         found = self._lazy_visual.get(i)
         if found is None:
-            slices = sample_slices(self.samples[i], self.axes[i])
+            slices = sample_slices(self.samples[i], self.axes[i], self.stride)
             found = self._visual_of(self.cache.encode(slices, embeddings=self.embeddings), self.axes[i])
             self._lazy_visual[i] = found
         return found
@@ -279,39 +300,32 @@ class TeacherTargets:
 
         Returns:
             ``(B, K, *spatial)`` probabilities on the views; uniform (maximal entropy, never confident) on
-            images or slices where the pseudo-label gives nothing to prompt.
+            images or slices where the pseudo-label gives nothing to prompt, and on slices the teacher
+            does not see (``teacher.slice_stride``).
         """
-        tc = self.cfg.teacher
         out = []
         for i, view, p in zip(ids, views, pseudo.detach().float().cpu(), strict=True):
             probs = apply_view(p, view, inverse=True).numpy()  # back to the cached, un-augmented sample
             sample = self.samples[i]
             axis = self.axes[i]
-            slices = sample_slices(sample, axis)
-            prob_slices = [probs] if probs.ndim == 3 else [np.take(probs, s, axis=axis + 1) for s in range(probs.shape[axis + 1])]
+            if probs.ndim == 3:
+                picked = [0]
+                prob_slices = [probs]
+            else:
+                picked = teacher_slice_indices(probs.shape[axis + 1], self.stride)
+                prob_slices = [np.take(probs, s, axis=axis + 1) for s in range(probs.shape[axis + 1])]
+            found = self._decode_prompted(
+                sample_slices(sample, axis, self.stride), [prob_slices[s] for s in picked], rng
+            )
+            decoded = {picked[j]: cp for j, cp in found.items()}
             result = np.zeros_like(probs)
-            todo = []
-            prompts: list[Prompts] = []
-            for s, ps in enumerate(prob_slices):
-                if tc.prompt == "point":
-                    pr = points_from_uncertainty(ps, tc.points_per_class, rng, min_pixels=tc.min_pixels)
-                else:
-                    pr = boxes_from_pseudo_label(ps, self.num_classes, 0.0, None, tc.min_pixels)
-                if pr.present.any():
-                    todo.append(s)
-                    prompts.append(pr)
-            encoded = self.cache.encode([slices[s] for s in todo], embeddings=True) if todo else []
-            decoded = {}
-            for s, enc, pr in zip(todo, encoded, prompts, strict=True):
-                logits, _ = self.teacher.decode(enc, pr)
-                decoded[s] = class_probabilities(logits.numpy())
-                self.stats.decoded_slices += 1
             for s in range(len(prob_slices)):
                 cp = decoded.get(s)
                 if cp is None:
-                    # Nothing to prompt: the teacher has no opinion here. Uniform probabilities (maximal
-                    # entropy) keep it from ever being "confident"; all-background would be confident and
-                    # would teach the student to miss whatever the pseudo-label missed.
+                    # Nothing to prompt, or a slice the teacher does not see (teacher.slice_stride): the
+                    # teacher has no opinion here. Uniform probabilities (maximal entropy) keep it from
+                    # ever being "confident"; all-background would be confident and would teach the
+                    # student to miss whatever the pseudo-label missed.
                     cp = np.full(prob_slices[s].shape, 1.0 / self.num_classes, np.float32)
                 if probs.ndim == 3:
                     result = cp
@@ -321,3 +335,62 @@ class TeacherTargets:
                     result[tuple(index)] = cp
             out.append(apply_view(torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32)), view))
         return torch.stack(out).to(pseudo.device)
+
+    def _decode_prompted(
+        self, slices: Sequence[np.ndarray], sources: Sequence[np.ndarray], rng: np.random.Generator
+    ) -> dict[int, np.ndarray]:
+        """Prompt the teacher on 2D ``slices`` from class probabilities ``(K, H, W)`` of each (``teacher.prompt``:
+        one box per class, or points from low-uncertainty pixels) and decode; index -> probabilities
+        ``(K, H, W)``, for the slices that got a prompt."""
+        tc = self.cfg.teacher
+        todo: list[int] = []
+        prompts: list[Prompts] = []
+        for j, ps in enumerate(sources):
+            if tc.prompt == "point":
+                pr = points_from_uncertainty(ps, tc.points_per_class, rng, min_pixels=tc.min_pixels)
+            else:
+                pr = boxes_from_pseudo_label(ps, self.num_classes, 0.0, None, tc.min_pixels)
+            if pr.present.any():
+                todo.append(j)
+                prompts.append(pr)
+        encoded = self.cache.encode([slices[j] for j in todo], embeddings=True) if todo else []
+        decoded: dict[int, np.ndarray] = {}
+        for j, enc, pr in zip(todo, encoded, prompts, strict=True):
+            logits, _ = self.teacher.decode(enc, pr)
+            decoded[j] = class_probabilities(logits.numpy())
+            self.stats.decoded_slices += 1
+        return decoded
+
+    @torch.no_grad()
+    def class_reliability(self, rng: np.random.Generator) -> np.ndarray:
+        """The teacher's Dice per class on these (labeled) samples, prompted from their ground truth the way
+        :meth:`pseudo_label_probabilities` prompts it from pseudo-labels.
+
+        The ground truth stands in for a perfect pseudo-label (one-hot probabilities), so this is the
+        teacher's best case under the stage-2 prompting: a class it fails here it also fails on unlabeled
+        images. Dice is pooled over every prompted slice (slices without a prompt, where the teacher
+        has no opinion, are left out).
+
+        Returns:
+            ``(K,)`` Dice in [0, 1]; NaN for a class absent from both the ground truth and the predictions.
+        """
+        k = self.num_classes
+        inter = np.zeros(k)
+        total = np.zeros(k)
+        eye = np.eye(k, dtype=np.float32)
+        for i, sample in enumerate(self.samples):
+            if sample.label is None:
+                raise ValueError(f"{sample.source}: the teacher's class reliability needs a label")
+            axis = self.axes[i]
+            labels = [np.asarray(lab, dtype=np.int64) for lab in self._label_slices(sample.label, axis)]
+            onehot = [np.moveaxis(eye[np.clip(lab, 0, k - 1)], -1, 0) for lab in labels]
+            decoded = self._decode_prompted(sample_slices(sample, axis, self.stride), onehot, rng)
+            for j, cp in decoded.items():
+                pred, ref = cp.argmax(0), labels[j]
+                for c in range(k):
+                    p, g = pred == c, ref == c
+                    inter[c] += np.count_nonzero(p & g)
+                    total[c] += np.count_nonzero(p) + np.count_nonzero(g)
+        dice = np.full(k, np.nan)
+        np.divide(2.0 * inter, total, out=dice, where=total > 0)
+        return dice
