@@ -79,6 +79,12 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
         ["split.labeled=7", "name=bench_acdc_uncol_avg_pl_7p", "method.pseudo_labels=average"],
         "ACDC, UnCoL Avg-Tch-PL: averaged-teacher pseudo-labels (Table 4), 7 labeled patients",
     ),
+    "hippo_uncol_student_only_10pct": (
+        "configs/hippocampus_uncol.yaml",
+        ["split.labeled=0.1", "name=bench_hippo_uncol_student_only_10pct", "method.distill=none",
+         "method.pseudo_labels=none", "teacher.name=none", "method.adapter_context=self"],
+        "Hippocampus 3D, UnCoL student only (Table 4 row 1), 10% labeled",
+    ),
     "hippo_uncol_10pct": (
         "configs/hippocampus_uncol.yaml", ["split.labeled=0.1", "name=bench_hippo_uncol_10pct"],
         "Hippocampus 3D, UnCoL, 10% labeled",
