@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--table", action="store_true")
     a = ap.parse_args(argv)
+    from uncol.allocator import tune_malloc
+
+    tune_malloc()  # as the `uncol` command does
     if a.list:
         for k, (c, ov, d) in RUNS.items():
             print(f"{k:14s} {d}  ({c} {' '.join(ov)})")

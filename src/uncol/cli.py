@@ -270,6 +270,9 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uncol`` console command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from uncol.allocator import tune_malloc
+
+    tune_malloc()  # long CPU runs otherwise spend much of their time mapping memory (uncol.allocator)
     try:
         return COMMANDS[args.command](args)
     except UncolError as e:
