@@ -85,6 +85,11 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
          "method.pseudo_labels=none", "teacher.name=none", "method.adapter_context=self"],
         "Hippocampus 3D, UnCoL student only (Table 4 row 1), 10% labeled",
     ),
+    "hippo_uncol_no_stage2_visual_10pct": (
+        "configs/hippocampus_uncol.yaml",
+        ["split.labeled=0.1", "name=bench_hippo_uncol_no_stage2_visual_10pct", "method.stage2_visual=false"],
+        "Hippocampus 3D, UnCoL without visual distillation in stage 2, 10% labeled",
+    ),
     "hippo_uncol_10pct": (
         "configs/hippocampus_uncol.yaml", ["split.labeled=0.1", "name=bench_hippo_uncol_10pct"],
         "Hippocampus 3D, UnCoL, 10% labeled",

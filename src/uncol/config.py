@@ -174,6 +174,11 @@ class MethodConfig:
         0.75, "UnCoL: entropy threshold at the start of stage 2, as a fraction of ln(num_classes)."
     )
     threshold_end: float = _f(1.0, "UnCoL: entropy threshold once ramped up, as a fraction of ln(num_classes).")
+    stage2_visual: bool = _f(
+        True,
+        "UnCoL stage 2: keep the visual distillation (the paper). False trains stage 2 on the labeled and "
+        "pseudo-labelled pixels only (an ablation: see the Hippocampus analysis in benchmarks/RESULTS.md).",
+    )
     teacher_min_dice: float = _f(
         0.0,
         "UnCoL stage 2: class-wise reliability gate of the foundation teacher. Before stage 2 it is prompted from the "

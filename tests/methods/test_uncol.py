@@ -403,3 +403,14 @@ def test_3d_run_with_slice_stride(tmp_path, fake_litemedsam, data3d):
     assert column(rows, "stage") == [1, 1, 1, 2, 2, 2]
     # The teacher sees 2 of 16 slices: it cannot be confident on more than 1/8 of the voxels.
     assert all(float(r["frac_general"]) + float(r["frac_both"]) <= 2 / 16 + 1e-6 for r in rows[3:])
+
+
+def test_stage2_without_visual_distillation(tmp_path, fake_litemedsam, data2d):
+    cfg = uncol_config(tmp_path, data2d, method={"stage2_visual": False}, val_every=0)
+    Trainer(cfg, tmp_path / "run", show_progress=False).fit()
+    rows = read_log(tmp_path / "run")
+    s1 = [r for r in rows if float(r["stage"]) == 1]
+    s2 = [r for r in rows if float(r["stage"]) == 2]
+    assert all(float(r["loss_visual"]) > 0 for r in s1)  # stage 1 keeps both paths
+    assert s2 and all(float(r["loss_visual"]) == 0 and float(r["w_distill"]) == 0 for r in s2)
+    assert all(float(r["loss_pseudo"]) > 0 for r in s2)

@@ -97,6 +97,7 @@ class UnCoLMethod(TrainingMethod):
         self.uses_unlabeled = self.stage1_steps < it
         self.use_visual = m.distill in ("both", "visual")
         self.use_semantic = m.distill in ("both", "semantic")
+        self.stage2_visual = self.use_visual and m.stage2_visual
         self.use_general_pl = m.pseudo_labels in ("uncertainty", "average", "generalized")
         self.has_teacher = cfg.teacher.name != "none"
         # Stage-1 adapter context: the teacher's prompt-fused features (which the semantic targets are).
@@ -164,7 +165,7 @@ class UnCoLMethod(TrainingMethod):
                 self.teacher, self.cache, labeled, self.cfg, self.grid, semantic=self.need_semantic,
                 progress=lambda i, n: pb.update(1),
             )
-        if self.uses_unlabeled and unlabeled is not None and (self.use_visual or self.use_general_pl):
+        if self.uses_unlabeled and unlabeled is not None and (self.stage2_visual or self.use_general_pl):
             with bar(total=len(unlabeled), desc="teacher targets (unlabeled)", leave=False) as pb:
                 self.targets_u = TeacherTargets(
                     self.teacher, self.cache, unlabeled, self.cfg, self.grid, embeddings=self.use_general_pl,
@@ -406,13 +407,13 @@ class UnCoLMethod(TrainingMethod):
         loss_sup = masked_dice_ce(out.logits, y_mix, is_lab)
         loss_pl = masked_dice_ce(out.logits, y_mix, pseudo_ok)
         loss_vis = loss_sup.new_zeros(())
-        if self.use_visual and self.targets_l is not None and self.targets_u is not None:
+        if self.stage2_visual and self.targets_l is not None and self.targets_u is not None:
             vl = self.targets_l.visual_targets(ids_l, views_l, dev)
             vu = self.targets_u.visual_targets(ids_u, views_u, dev)
             visual = {name: torch.cat([mix(vl[name], vu[name], mt), mix(vu[name], vl[name], mt)]) for name in vl}
             loss_vis = self._distill(out.layers, visual)
         w_u = self.m.consistency_weight * ramp
-        w_d = self.m.distill_weight if self.use_visual else 0.0
+        w_d = self.m.distill_weight if self.stage2_visual else 0.0
         loss = loss_sup + w_u * loss_pl + w_d * loss_vis
         return {
             "loss": loss,
