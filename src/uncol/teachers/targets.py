@@ -309,29 +309,22 @@ class TeacherTargets:
             sample = self.samples[i]
             axis = self.axes[i]
             if probs.ndim == 3:
-                picked = [0]
-                prob_slices = [probs]
+                picked, sources = [0], [probs]
             else:
                 picked = teacher_slice_indices(probs.shape[axis + 1], self.stride)
-                prob_slices = [np.take(probs, s, axis=axis + 1) for s in range(probs.shape[axis + 1])]
-            found = self._decode_prompted(
-                sample_slices(sample, axis, self.stride), [prob_slices[s] for s in picked], rng
-            )
-            decoded = {picked[j]: cp for j, cp in found.items()}
-            result = np.zeros_like(probs)
-            for s in range(len(prob_slices)):
-                cp = decoded.get(s)
-                if cp is None:
-                    # Nothing to prompt, or a slice the teacher does not see (teacher.slice_stride): the
-                    # teacher has no opinion here. Uniform probabilities (maximal entropy) keep it from
-                    # ever being "confident"; all-background would be confident and would teach the
-                    # student to miss whatever the pseudo-label missed.
-                    cp = np.full(prob_slices[s].shape, 1.0 / self.num_classes, np.float32)
+                sources = [np.take(probs, s, axis=axis + 1) for s in picked]
+            found = self._decode_prompted(sample_slices(sample, axis, self.stride), sources, rng)
+            # Where nothing was prompted, or on a slice the teacher does not see (teacher.slice_stride), the
+            # teacher has no opinion. Uniform probabilities (maximal entropy) keep it from ever being
+            # "confident"; all-background would be confident and would teach the student to miss whatever
+            # the pseudo-label missed.
+            result = np.full(probs.shape, 1.0 / self.num_classes, np.float32)
+            for j, cp in found.items():
                 if probs.ndim == 3:
                     result = cp
                 else:
                     index: list[slice | int] = [slice(None)] * 4
-                    index[axis + 1] = s
+                    index[axis + 1] = picked[j]
                     result[tuple(index)] = cp
             out.append(apply_view(torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32)), view))
         return torch.stack(out).to(pseudo.device)
