@@ -9,6 +9,8 @@ resumed; finished ones are only re-scored. UnCoL runs read the teacher's feature
     python benchmarks/methods.py --list
     python benchmarks/methods.py acdc_7p hippo_10pct [--data ../shared/data] [--out runs/bench]
     python benchmarks/methods.py acdc_uncol_7p --stop-after 1000   # train in chunks (resumable)
+    python benchmarks/methods.py acdc_uncol_stch_pl_7p \
+        --branch-from runs/bench/bench_acdc_uncol_7p/checkpoints/step720.pt   # stage-2 ablation
     python benchmarks/methods.py --table            # print the Markdown rows of finished runs
 
 Not a test: it prints figures to paste into benchmarks/RESULTS.md with the command, date and commit.
@@ -104,7 +106,9 @@ def _overrides(name: str, data: Path, out: Path, extra: list[str]) -> list[str]:
     return [*ov, f"data.root={root}", f"output_dir={out}", *extra]
 
 
-def run(name: str, data: Path, out: Path, extra: list[str], stop_after: int | None = None) -> None:
+def run(
+    name: str, data: Path, out: Path, extra: list[str], stop_after: int | None = None, branch_from: Path | None = None
+) -> None:
     import uncol
     from uncol.engine import RunPaths
 
@@ -113,7 +117,7 @@ def run(name: str, data: Path, out: Path, extra: list[str], stop_after: int | No
     cfg = uncol.resolve_config(cfg_path, overrides)
     paths = RunPaths(out / cfg.name)
     resume = paths.latest.exists()
-    res = uncol.train(cfg, resume=resume, evaluate_splits=("val", "test"), stop_after=stop_after)
+    res = uncol.train(cfg, resume=resume, evaluate_splits=("val", "test"), stop_after=stop_after, branch_from=branch_from)
     if res["train"]["steps_done"] < res["train"]["iterations"]:
         return  # a chunk of a longer run: continue with the same command
     uncol.evaluate(paths.root, "test", convention="medpy")
@@ -156,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra overrides for every run")
     ap.add_argument("--stop-after", type=int, default=None, help="stop after N steps (resume with the same command)")
+    ap.add_argument("--branch-from", type=Path, default=None,
+                    help="start from this checkpoint of another run (UnCoL stage-2 ablations: its checkpoints/step<N>.pt)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--table", action="store_true")
     a = ap.parse_args(argv)
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in RUNS:
             print(f"unknown run {name!r}; known: {', '.join(RUNS)}", file=sys.stderr)
             return 2
-        run(name, a.data, a.out, a.extra, a.stop_after)
+        run(name, a.data, a.out, a.extra, a.stop_after, a.branch_from)
     print(table(a.out))
     return 0
 

@@ -87,6 +87,12 @@ def test_predict_png_keeps_size_and_resume_flag(tmp_path, capsys):
     assert main(["train", str(cfg), "--quiet", "--no-eval"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["train", str(run), "--resume", "--quiet", "--no-eval"]) == 0
+    # a supervised run has no deferred options: branching with a changed option is refused by name
+    branch = ["train", str(cfg), "--set", "name=branch", "--quiet", "--no-eval", "--branch-from", str(run)]
+    assert main([*branch, "--set", "train.lr=0.5"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+    assert main(branch[:-1] + [str(tmp_path / "nothing.pt")]) == 2
+    assert "nothing.pt" in capsys.readouterr().err
 
     src = tmp_path / "new.jpg"
     Image.fromarray((np.random.default_rng(0).random((45, 37)) * 255).astype(np.uint8)).save(src)

@@ -50,6 +50,7 @@ def train(
     show_progress: bool = True,
     run_dir: str | Path | None = None,
     stop_after: int | None = None,
+    branch_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a model, then evaluate the validation-selected weights on ``evaluate_splits``.
 
@@ -62,6 +63,9 @@ def train(
         run_dir: run folder; default ``output_dir/name``, or ``config`` itself when it is a run folder.
         stop_after: stop (with a checkpoint) once this many steps are done, without evaluating; the
             run is continued later with ``resume=True``, with the same result as an uninterrupted run.
+        branch_from: start from another run's checkpoint, e.g. UnCoL's stage-1 checkpoint
+            ``checkpoints/step<N>.pt``, with a configuration that differs only in options not read
+            before it (:class:`uncol.engine.Trainer`); ignored when resuming this run's own checkpoint.
 
     Returns:
         ``{"run_dir": str, "train": summary dict, "<split>": metrics dict, ...}``.
@@ -70,7 +74,7 @@ def train(
     if run_dir is None:
         run_dir = Path(config) if (not isinstance(config, Config) and Path(config).is_dir()) else run_dir_of(cfg)
     summary = Trainer(cfg, run_dir, resume=resume, show_progress=show_progress, stop_after=stop_after,
-                      checkpoint_on_stop=True).fit()
+                      checkpoint_on_stop=True, branch_from=branch_from).fit()
     out: dict[str, Any] = {"run_dir": str(run_dir), "train": summary.to_json()}
     if summary.steps_done < summary.iterations:
         return out  # stopped early on request: nothing final to evaluate yet

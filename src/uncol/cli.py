@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation on val/test after training")
     p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
                    help="stop with a checkpoint once STEPS steps are done (continue later with --resume)")
+    p.add_argument("--branch-from", default=None, metavar="CHECKPOINT",
+                   help="start from another run's checkpoint, e.g. its UnCoL stage-1 checkpoint "
+                        "checkpoints/step<N>.pt, changing only options that its steps did not read "
+                        "(stage-2 ablations without repeating stage 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("evaluate", help="score a trained run on its val or test split")
@@ -137,7 +141,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     overrides = list(a.overrides) + ([f"train.device={a.device}"] if a.device else [])
     splits = () if a.no_eval else ("val", "test")
     res = api.train(
-        a.config, overrides, resume=a.resume, evaluate_splits=splits, show_progress=not a.quiet, stop_after=a.stop_after
+        a.config, overrides, resume=a.resume, evaluate_splits=splits, show_progress=not a.quiet, stop_after=a.stop_after,
+        branch_from=a.branch_from,
     )
     t = res["train"]
     print(f"\nrun folder: {res['run_dir']}")

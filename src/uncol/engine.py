@@ -70,6 +70,15 @@ class RunPaths:
         """JSON file with the evaluation of ``split``."""
         return self.root / f"metrics_{split}.json"
 
+    def branch_point(self, step: int) -> Path:
+        """Checkpoint kept at the step from which other runs may branch (see ``Trainer``'s ``branch_from``)."""
+        return self.checkpoints / f"step{step}.pt"
+
+    @property
+    def branched_from(self) -> Path:
+        """Record of the checkpoint a branched run started from."""
+        return self.root / "branched_from.json"
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Devices, seeds, RNG state
@@ -217,6 +226,13 @@ class Trainer:
         stop_after: stop once this many steps are done: as if killed (for tests of resumption), or
             with a checkpoint at that step when ``checkpoint_on_stop`` (training in chunks).
         checkpoint_on_stop: write the resumable checkpoint when stopping at ``stop_after``.
+        branch_from: start from another run's checkpoint (a ``.pt`` file in its ``checkpoints/``, or its
+            run folder for its ``latest.pt``) instead of from scratch. The configurations may differ
+            only in options that no step up to the checkpoint's read (the method's
+            :meth:`~uncol.methods.base.TrainingMethod.deferred_options`, e.g. UnCoL's stage-2 options
+            from its stage-1 checkpoint ``checkpoints/step<N>.pt``) and in speed-only options; the
+            splits, logs and best weights up to that step are carried over, so the result equals a
+            run from scratch with the new configuration.
     """
 
     def __init__(
@@ -227,8 +243,10 @@ class Trainer:
         show_progress: bool = True,
         stop_after: int | None = None,
         checkpoint_on_stop: bool = False,
+        branch_from: str | Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self.branch_from = None if branch_from is None else _branch_checkpoint(Path(branch_from))
         self.paths = RunPaths(run_dir)
         self.resume = resume
         self.show_progress = show_progress
@@ -241,6 +259,8 @@ class Trainer:
         self.elapsed = 0.0  # wall-clock seconds of the training loop, across resumptions
         self.cpu_elapsed = 0.0  # CPU seconds of this process (all its threads) in the loop, likewise
         self._val_cases: list[CaseData] | None = None
+        self._branching = False  # setting up from branch_from (not resuming this run's own checkpoint)
+        self._branch_step = 0  # step at which the method's deferred options start (0: none)
 
     # -- set-up ------------------------------------------------------------------------------------------
 
@@ -261,13 +281,70 @@ class Trainer:
                 raise ConfigError(
                     f"{p.root}: cannot resume with a different configuration; changed options: {', '.join(diff)}"
                 )
+        elif self.branch_from is not None:
+            state = self._read_checkpoint(self.branch_from)
+            self._branching = True
         atomic_write_text(p.config, self.cfg.to_yaml())
         return state
+
+    def _check_branch(self, state: dict[str, Any]) -> list[str]:
+        """Refuse a branch whose configuration changes what the steps up to the checkpoint computed."""
+        src = self.branch_from
+        assert src is not None
+        start, deferred = self.method.deferred_options()
+        diff = [k for k in config_differences(config_from_dict(state["config"]), self.cfg) if k != "name"]
+        step = int(state["step"])
+        if state.get("method") != self.method.name:
+            raise ConfigError(f"{src}: a checkpoint of method {state.get('method')!r}, this run is {self.method.name!r}")
+        not_deferred = [k for k in diff if k not in deferred]
+        if not_deferred:
+            raise ConfigError(
+                f"{src}: cannot branch from this checkpoint; these options change what its {step} steps "
+                f"computed: {', '.join(not_deferred)}"
+                + (f" (may differ: {', '.join(sorted(deferred))})" if deferred else "")
+            )
+        if diff and step > start:
+            raise ConfigError(
+                f"{src}: the checkpoint is at step {step}, after step {start} from which "
+                f"{', '.join(diff)} take effect; branch from checkpoints/step{start}.pt of that run"
+            )
+        if step >= self.cfg.train.iterations:
+            raise ConfigError(f"{src}: the checkpoint is at step {step}, train.iterations={self.cfg.train.iterations}")
+        return diff
+
+    def _carry_over(self, state: dict[str, Any], diff: list[str]) -> None:
+        """Copy the source run's logs and best weights up to the branch step into this run folder."""
+        src_run = RunPaths(self.branch_from.parent.parent)
+        p = self.paths
+        for a, b in ((src_run.log_csv, p.log_csv), (src_run.val_csv, p.val_csv)):
+            if a.exists():
+                atomic_write_text(b, a.read_text())  # CsvLog then drops the rows after the branch step
+        best = state.get("best")
+        if best is None and src_run.best.exists():
+            candidate = torch.load(src_run.best, map_location="cpu", weights_only=False)
+            if candidate.get("step") == state["best_step"]:
+                best = candidate
+        p.checkpoints.mkdir(parents=True, exist_ok=True)
+        if best is not None:
+            atomic_torch_save({**best, "config": self.cfg.to_dict()}, p.best)
+        else:  # the source run has since selected later weights: select again from the branch on
+            self.best_score = self.best_step = None
+        atomic_write_json(
+            p.branched_from,
+            {"checkpoint": str(self.branch_from), "step": int(state["step"]), "changed_options": diff},
+        )
 
     def _make_splits(self) -> Splits:
         p = self.paths
         if p.splits.exists() and (self.resume or p.latest.exists()):
             return load_splits(p.splits)
+        if self._branching:
+            src = RunPaths(self.branch_from.parent.parent).splits
+            if not src.exists():
+                raise UncolError(f"{self.branch_from}: not inside a run folder (no {src})")
+            splits = load_splits(src)
+            save_splits(p.splits, splits)
+            return splits
         splits = make_splits(discover(self.cfg.data), self.cfg.split)
         save_splits(p.splits, splits)
         return splits
@@ -314,8 +391,14 @@ class Trainer:
         self.use_amp = cfg.train.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.parameters = count_parameters(self.method.inference_network())
+        start, _ = self.method.deferred_options()
+        self._branch_step = start if 0 < start < cfg.train.iterations else 0
+        if self._branching:
+            diff = self._check_branch(state)
         if state is not None:
             self._restore(state)
+        if self._branching:
+            self._carry_over(state, diff)
         resume_step = self.step if state is not None else None
         self.log = CsvLog(self.paths.log_csv, resume_step)
         self.val_log = CsvLog(self.paths.val_csv, resume_step)
@@ -342,9 +425,9 @@ class Trainer:
             raise UncolError(f"{path}: not an uncol checkpoint of version {CHECKPOINT_VERSION}")
         return state
 
-    def save_checkpoint(self, path: Path | None = None) -> Path:
+    def save_checkpoint(self, path: Path | None = None, extra: dict[str, Any] | None = None) -> Path:
         """Write everything needed to resume (atomically): weights, EMA, optimiser, scheduler, scaler, step,
-        RNG states, best-so-far and the resolved config."""
+        RNG states, best-so-far and the resolved config (plus ``extra`` entries)."""
         state = {
             "version": CHECKPOINT_VERSION,
             "step": self.step,
@@ -359,8 +442,17 @@ class Trainer:
             "elapsed": self.elapsed,
             "cpu_elapsed": self.cpu_elapsed,
             "config": self.cfg.to_dict(),
+            **(extra or {}),
         }
         return atomic_torch_save(state, path or self.paths.latest)
+
+    def save_branch_point(self) -> Path:
+        """The checkpoint other runs may branch from, with the best weights so far inside (the run's own
+        ``best.pt`` may later move past this step)."""
+        best = None
+        if self.best_step is not None and self.paths.best.exists():
+            best = torch.load(self.paths.best, map_location="cpu", weights_only=False)
+        return self.save_checkpoint(self.paths.branch_point(self.step), {"best": best})
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["modules"])
@@ -482,6 +574,8 @@ class Trainer:
                     last_val = f"{val['dice_mean']:.4f}"
                 if self.step % max(1, cfg.checkpoint_every) == 0 or self.step == cfg.iterations:
                     self.save_checkpoint()
+                if self.step == self._branch_step:
+                    self.save_branch_point()
                 bar.update(1)
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", val_dice=last_val, best=self._best_text())
                 if self.stop_after is not None and self.step >= self.stop_after and self.step < cfg.iterations:
@@ -517,6 +611,17 @@ class Trainer:
             self.best_score = score
             self.best_step = self.step
             self._save_weights(self.paths.best, {"step": self.step, "val_dice": score})
+
+
+def _branch_checkpoint(path: Path) -> Path:
+    """The checkpoint file named by ``branch_from`` (a run folder stands for its ``latest.pt``)."""
+    if path.is_dir():
+        path = RunPaths(path).latest
+    if not path.is_file():
+        raise UncolError(f"{path}: no such checkpoint to branch from")
+    if path.parent.name != "checkpoints":
+        raise UncolError(f"{path}: branch from a checkpoint inside a run folder's checkpoints/ (its splits and logs are needed)")
+    return path
 
 
 def load_run_config(run_dir: str | Path) -> Config:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from uncol import teachers
 from uncol.config import AugmentConfig, Config, config_from_dict
 from uncol.data.transforms import apply_augment, sample_augment
 from uncol.engine import RunPaths, Trainer
-from uncol.errors import ConfigError
+from uncol.errors import ConfigError, UncolError
 from uncol.methods.losses import masked_dice_ce
 from uncol.methods.uncol import token_mask
 from uncol.teachers.targets import apply_view
@@ -148,6 +149,60 @@ def test_resume_across_the_stage_switch_is_identical(tmp_path, fake_litemedsam, 
     for part in ("network", "ema", "projections"):
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resumption"
+
+
+def with_method(cfg: Config, **method: object) -> Config:
+    return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, **method))
+
+
+def modules_of(run: Path) -> dict:
+    return torch.load(RunPaths(run).latest, map_location="cpu", weights_only=False)["modules"]
+
+
+def test_stage2_ablation_branched_from_the_stage1_checkpoint_equals_a_run_from_scratch(tmp_path, fake_litemedsam, data2d):
+    full = uncol_config(tmp_path, data2d)  # stage 1: steps 0-2, stage 2: 3-5; validation at 3 and 6
+    Trainer(full, tmp_path / "full", show_progress=False).fit()
+    point = RunPaths(tmp_path / "full").branch_point(3)
+    assert point.exists()  # the engine keeps the stage-switch checkpoint of every UnCoL run
+    ablation = with_method(full, pseudo_labels="specialized", threshold_start=0.3, consistency_weight=0.3)
+    Trainer(ablation, tmp_path / "scratch", show_progress=False).fit()
+    branch = tmp_path / "branch"
+    Trainer(ablation, branch, show_progress=False, branch_from=point).fit()
+    a, b = modules_of(tmp_path / "scratch"), modules_of(branch)
+    for part in ("network", "ema", "projections"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs between the branch and the scratch run"
+    # Logs and validation rows of stage 1 are carried over; stage 2 is the ablation's own.
+    def values(run: Path) -> list[dict[str, str]]:  # wall times differ; empty columns depend on the source run
+        return [{k: v for k, v in r.items() if v != "" and k != "time_s"} for r in read_log(run)]
+
+    assert values(branch) == values(tmp_path / "scratch")
+    assert column(read_log(branch), "stage") == [1, 1, 1, 2, 2, 2]
+    meta = json.loads(RunPaths(branch).branched_from.read_text())
+    assert meta["step"] == 3 and "method.pseudo_labels" in meta["changed_options"]
+    best = torch.load(RunPaths(branch).best, map_location="cpu", weights_only=False)
+    ref = torch.load(RunPaths(tmp_path / "scratch").best, map_location="cpu", weights_only=False)
+    assert best["step"] == ref["step"]
+    assert all(torch.equal(best["network"][k], ref["network"][k]) for k in ref["network"])
+
+
+def test_branching_refuses_options_that_stage1_read(tmp_path, fake_litemedsam, data2d):
+    full = uncol_config(tmp_path, data2d)
+    Trainer(full, tmp_path / "full", show_progress=False).fit()
+    paths = RunPaths(tmp_path / "full")
+    changed = with_method(full, copy_paste_ratio=0.3)
+    with pytest.raises(ConfigError, match="method.copy_paste_ratio"):
+        Trainer(changed, tmp_path / "b1", show_progress=False, branch_from=paths.branch_point(3)).fit()
+    # No stage 2 moves the stage switch: not a stage-2 option.
+    with pytest.raises(ConfigError, match="method.pseudo_labels"):
+        Trainer(with_method(full, pseudo_labels="none"), tmp_path / "b2", show_progress=False,
+                branch_from=paths.branch_point(3)).fit()
+    # A checkpoint past the switch has already used the stage-2 options.
+    with pytest.raises(ConfigError, match="step3.pt"):
+        Trainer(with_method(full, threshold_start=0.3), tmp_path / "b3", show_progress=False,
+                branch_from=tmp_path / "full").fit()
+    with pytest.raises(UncolError, match="no such checkpoint"):
+        Trainer(full, tmp_path / "b4", show_progress=False, branch_from=tmp_path / "nothing.pt").fit()
 
 
 # Table 4 of the paper: each row as options, and what must (not) happen in it.

@@ -92,6 +92,19 @@ class TrainingMethod:
     def after_step(self, ctx: StepContext) -> None:
         """Called after every optimiser step (EMA updates and the like)."""
 
+    def deferred_options(self) -> tuple[int, frozenset[str]]:
+        """Options that no step before a given one reads.
+
+        A run may branch from another run's checkpoint taken at or before that step with other
+        values of these options (``uncol train --branch-from``): what was computed up to the
+        checkpoint is then exactly what the new configuration computes, so the branch equals a run
+        from scratch. The engine keeps a checkpoint of that step (``checkpoints/step<N>.pt``).
+
+        Returns:
+            ``(step, keys)``: the first step that may read them, and their dotted names.
+        """
+        return 0, frozenset()
+
     def inference_network(self) -> nn.Module:
         """The network used for validation, evaluation and prediction."""
         return self.network

@@ -81,6 +81,14 @@ def token_mask(mask: torch.Tensor, patch: int) -> torch.Tensor:
     return mask[index]
 
 
+#: Options that only stage 2 reads: ablations of stage 2 can branch from one stage-1 checkpoint.
+STAGE2_OPTIONS = frozenset({
+    "method.pseudo_labels", "method.threshold_start", "method.threshold_end", "method.consistency_weight",
+    "method.consistency_rampup", "method.ema_decay", "method.stage2_visual", "method.teacher_min_dice",
+    "method.stage2_labeled_batch",
+})
+
+
 class UnCoLMethod(TrainingMethod):
     """The UnCoL training method (both stages, 2D and 3D)."""
 
@@ -211,6 +219,14 @@ class UnCoLMethod(TrainingMethod):
 
     def modules(self) -> dict[str, nn.Module]:
         return {"network": self.network, "ema": self.ema, "projections": self.projections}
+
+    def deferred_options(self) -> tuple[int, frozenset[str]]:
+        # Stage 1 reads none of these (the EMA teacher starts from the student at the stage switch, the
+        # reliability gate is measured from the labeled data alone). `pseudo_labels=none` is not
+        # deferred: it removes stage 2, which moves the stage switch.
+        if not self.uses_unlabeled:
+            return 0, frozenset()
+        return self.stage1_steps, STAGE2_OPTIONS
 
     def parameters(self) -> Iterator[nn.Parameter]:
         yield from (p for p in self.network.parameters() if p.requires_grad)
