@@ -321,8 +321,11 @@ class Trainer:
                 atomic_write_text(b, a.read_text())  # CsvLog then drops the rows after the branch step
         best = state.get("best")
         if best is None and src_run.best.exists():
-            candidate = torch.load(src_run.best, map_location="cpu", weights_only=False)
-            if candidate.get("step") == state["best_step"]:
+            try:
+                candidate = torch.load(src_run.best, map_location="cpu", weights_only=False)
+            except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+                raise UncolError(f"{src_run.best}: unreadable weights file ({type(e).__name__}: {e})") from None
+            if isinstance(candidate, dict) and candidate.get("step") == state["best_step"]:
                 best = candidate
         p.checkpoints.mkdir(parents=True, exist_ok=True)
         if best is not None:
