@@ -81,6 +81,17 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
         ["split.labeled=7", "name=bench_acdc_uncol_avg_pl_7p", "method.pseudo_labels=average"],
         "ACDC, UnCoL Avg-Tch-PL: averaged-teacher pseudo-labels (Table 4), 7 labeled patients",
     ),
+    "acdc_uncol_long_stage1_7p": (
+        "configs/acdc_uncol.yaml",
+        ["split.labeled=7", "name=bench_acdc_uncol_long_stage1_7p", "method.stage1_fraction=0.7"],
+        "ACDC, UnCoL with a longer stage 1 (70% of the steps), 7 labeled patients",
+    ),
+    "hippo_uncol_long_stage1_10pct": (
+        "configs/hippocampus_uncol.yaml",
+        ["split.labeled=0.1", "name=bench_hippo_uncol_long_stage1_10pct", "method.stage1_fraction=0.7",
+         "method.stage2_visual=false"],
+        "Hippocampus 3D, UnCoL with a longer stage 1 (70%), no stage-2 visual term, 10% labeled",
+    ),
     "hippo_uncol_student_only_10pct": (
         "configs/hippocampus_uncol.yaml",
         ["split.labeled=0.1", "name=bench_hippo_uncol_student_only_10pct", "method.distill=none",
