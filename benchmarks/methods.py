@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Entries whose stage-2 results in RESULTS.md were measured with the configs' former stage split (40%
 # stage 1) pin it, so that re-running an entry reproduces its recorded row; the configs now use 0.7.
-FORMER_SPLIT = "method.stage1_fraction=0.4"
+FORMER_SPLIT = "method.uncol.stage1_fraction=0.4"
 
 # name -> (config, overrides relative to the data root, description)
 RUNS: dict[str, tuple[str, list[str], str]] = {
@@ -46,65 +46,65 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
     ),
     "acdc_uncol_student_only_7p": (
         "configs/acdc_uncol.yaml",
-        ["split.labeled=7", "name=bench_acdc_uncol_student_only_7p", "method.distill=none", "method.pseudo_labels=none",
-         "teacher.name=none", "method.adapter_context=self"],
+        ["split.labeled=7", "name=bench_acdc_uncol_student_only_7p", "method.uncol.distill=none", "method.uncol.pseudo_labels=none",
+         "teacher.name=none", "method.uncol.adapter_context=self"],
         "ACDC, UnCoL student only (Table 4 row 1), 7 labeled patients",
     ),
     "acdc_uncol_gteacher_only_7p": (
         "configs/acdc_uncol.yaml",
-        ["split.labeled=7", "name=bench_acdc_uncol_gteacher_only_7p", FORMER_SPLIT, "method.distill=none", "method.pseudo_labels=generalized"],
+        ["split.labeled=7", "name=bench_acdc_uncol_gteacher_only_7p", FORMER_SPLIT, "method.uncol.distill=none", "method.uncol.pseudo_labels=generalized"],
         "ACDC, UnCoL with the generalized teacher only (Table 4), 7 labeled patients",
     ),
     "acdc_uncol_steacher_only_7p": (
         "configs/acdc_uncol.yaml",
-        ["split.labeled=7", "name=bench_acdc_uncol_steacher_only_7p", FORMER_SPLIT, "method.distill=none", "method.pseudo_labels=specialized", "teacher.name=none", "method.adapter_context=self"],
+        ["split.labeled=7", "name=bench_acdc_uncol_steacher_only_7p", FORMER_SPLIT, "method.uncol.distill=none", "method.uncol.pseudo_labels=specialized", "teacher.name=none", "method.uncol.adapter_context=self"],
         "ACDC, UnCoL with the specialized teacher only (Table 4), 7 labeled patients",
     ),
     "acdc_uncol_visual_only_7p": (
         "configs/acdc_uncol.yaml",
-        ["split.labeled=7", "name=bench_acdc_uncol_visual_only_7p", "method.distill=visual", "method.pseudo_labels=none"],
+        ["split.labeled=7", "name=bench_acdc_uncol_visual_only_7p", "method.uncol.distill=visual", "method.uncol.pseudo_labels=none"],
         "ACDC, UnCoL visual distillation only, pretraining (Table 4), 7 labeled patients",
     ),
     "acdc_uncol_semantic_only_7p": (
         "configs/acdc_uncol.yaml",
-        ["split.labeled=7", "name=bench_acdc_uncol_semantic_only_7p", "method.distill=semantic", "method.pseudo_labels=none"],
+        ["split.labeled=7", "name=bench_acdc_uncol_semantic_only_7p", "method.uncol.distill=semantic", "method.uncol.pseudo_labels=none"],
         "ACDC, UnCoL semantic distillation only, pretraining (Table 4), 7 labeled patients",
     ),
     "acdc_uncol_both_paths_7p": (
         "configs/acdc_uncol.yaml",
-        ["split.labeled=7", "name=bench_acdc_uncol_both_paths_7p", "method.distill=both", "method.pseudo_labels=none"],
+        ["split.labeled=7", "name=bench_acdc_uncol_both_paths_7p", "method.uncol.distill=both", "method.uncol.pseudo_labels=none"],
         "ACDC, UnCoL both distillation paths, pretraining (Table 4), 7 labeled patients",
     ),
     "acdc_uncol_stch_pl_7p": (
         "configs/acdc_uncol.yaml",
-        ["split.labeled=7", "name=bench_acdc_uncol_stch_pl_7p", FORMER_SPLIT, "method.pseudo_labels=specialized"],
+        ["split.labeled=7", "name=bench_acdc_uncol_stch_pl_7p", FORMER_SPLIT, "method.uncol.pseudo_labels=specialized"],
         "ACDC, UnCoL S-Tch-PL: specialized-teacher pseudo-labels (Table 4), 7 labeled patients",
     ),
     "acdc_uncol_avg_pl_7p": (
         "configs/acdc_uncol.yaml",
-        ["split.labeled=7", "name=bench_acdc_uncol_avg_pl_7p", FORMER_SPLIT, "method.pseudo_labels=average"],
+        ["split.labeled=7", "name=bench_acdc_uncol_avg_pl_7p", FORMER_SPLIT, "method.uncol.pseudo_labels=average"],
         "ACDC, UnCoL Avg-Tch-PL: averaged-teacher pseudo-labels (Table 4), 7 labeled patients",
     ),
     "acdc_uncol_long_stage1_7p": (
         "configs/acdc_uncol.yaml",
-        ["split.labeled=7", "name=bench_acdc_uncol_long_stage1_7p", "method.stage1_fraction=0.7"],
+        ["split.labeled=7", "name=bench_acdc_uncol_long_stage1_7p", "method.uncol.stage1_fraction=0.7"],
         "ACDC, UnCoL with a longer stage 1 (70% of the steps), 7 labeled patients",
     ),
     "hippo_uncol_long_stage1_10pct": (
         "configs/hippocampus_uncol.yaml",
-        ["split.labeled=0.1", "name=bench_hippo_uncol_long_stage1_10pct", "method.stage1_fraction=0.7",
-         "method.stage2_visual=false"],
+        ["split.labeled=0.1", "name=bench_hippo_uncol_long_stage1_10pct", "method.uncol.stage1_fraction=0.7",
+         "method.uncol.stage2_visual=false"],
         "Hippocampus 3D, UnCoL with a longer stage 1 (70%), no stage-2 visual term, 10% labeled",
     ),
     "hippo_uncol_student_only_10pct": (
         "configs/hippocampus_uncol.yaml",
-        ["split.labeled=0.1", "name=bench_hippo_uncol_student_only_10pct", "method.distill=none",
-         "method.pseudo_labels=none", "teacher.name=none", "method.adapter_context=self"],
+        ["split.labeled=0.1", "name=bench_hippo_uncol_student_only_10pct", "method.uncol.distill=none",
+         "method.uncol.pseudo_labels=none", "teacher.name=none", "method.uncol.adapter_context=self"],
         "Hippocampus 3D, UnCoL student only (Table 4 row 1), 10% labeled",
     ),
     "hippo_uncol_no_stage2_visual_10pct": (
         "configs/hippocampus_uncol.yaml",
-        ["split.labeled=0.1", "name=bench_hippo_uncol_no_stage2_visual_10pct", FORMER_SPLIT, "method.stage2_visual=false"],
+        ["split.labeled=0.1", "name=bench_hippo_uncol_no_stage2_visual_10pct", FORMER_SPLIT, "method.uncol.stage2_visual=false"],
         "Hippocampus 3D, UnCoL without visual distillation in stage 2, 10% labeled",
     ),
     "hippo_uncol_10pct": (
@@ -137,7 +137,7 @@ def run(
     name: str, data: Path, out: Path, extra: list[str], stop_after: int | None = None, branch_from: Path | None = None
 ) -> None:
     import uncol
-    from uncol.engine import RunPaths
+    from uncol.runs import RunPaths
 
     cfg_path = REPO / RUNS[name][0]
     overrides = _overrides(name, data, out, extra)

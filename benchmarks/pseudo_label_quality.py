@@ -11,7 +11,7 @@ both with the entropy rule at a given threshold, and reports against the hidden 
 * the fraction of pixels supervised by each teacher alone, by both and by neither, and the accuracy
   of the fused pseudo-label on the supervised pixels.
 
-Where the run used the class-wise gate (``method.teacher_min_dice``), the voting classes of its
+Where the run used the class-wise gate (``method.uncol.teacher_min_dice``), the voting classes of its
 ``teacher_reliability.json`` gate the foundation teacher here too (``--no-gate`` to score it ungated).
 
     python benchmarks/pseudo_label_quality.py runs/bench/bench_acdc_uncol_7p --slices 120 [--threshold 0.75]
@@ -34,11 +34,12 @@ from uncol import teachers
 from uncol.config import config_from_dict
 from uncol.data.splits import load_splits
 from uncol.data.training import SampleSet
-from uncol.engine import RunPaths, load_run_config
-from uncol.methods.pseudo_labels import entropy, fuse_pseudo_labels, gate_classes
+from uncol.methods.uncertainty import entropy
+from uncol.methods.uncol.pseudo_labels import fuse_pseudo_labels, gate_classes
+from uncol.methods.uncol.targets import TeacherTargets
 from uncol.metrics import compute_dice
 from uncol.models.networks import build_network
-from uncol.teachers.targets import TeacherTargets
+from uncol.runs import RunPaths, load_run_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("--slices", type=int, default=120, help="unlabeled slices scored (seeded draw)")
     ap.add_argument("--threshold", type=float, default=None,
-                    help="entropy threshold as a fraction of ln K (default: method.threshold_start)")
+                    help="entropy threshold as a fraction of ln K (default: method.uncol.threshold_start)")
     ap.add_argument("--weights", choices=["ema", "network"], default="ema", help="teacher: the EMA or the student")
     ap.add_argument("--prompt", choices=["pseudo", "gt"], default="pseudo",
                     help="prompt the foundation teacher from the EMA pseudo-label (as training does) or from the "
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(gate_file.read_text())
         names_all = cfg.data.class_names or [str(c) for c in range(k)]
         voting = torch.tensor([n in report["voting_classes"] for n in names_all])
-    frac = a.threshold if a.threshold is not None else cfg.method.threshold_start
+    frac = a.threshold if a.threshold is not None else cfg.method.uncol.threshold_start
     thr = frac * math.log(k)
     no_view = ((False,) * cfg.spatial_dims, 0)
     scores: dict[str, list[list[float]]] = {n: [[] for _ in range(1, k)] for n in ("specialized", "general", "fused")}

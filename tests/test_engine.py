@@ -15,8 +15,9 @@ import torch
 
 from fixtures_data import make_hdf5_dataset, make_nifti_dataset
 from uncol.config import Config, config_from_dict
-from uncol.engine import RunPaths, Trainer, load_weights
+from uncol.engine import Trainer
 from uncol.errors import ConfigError, UncolError
+from uncol.runs import RunPaths, load_weights
 
 
 def tiny_2d_config(tmp_path: Path, **train: object) -> Config:

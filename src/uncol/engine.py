@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -36,49 +35,16 @@ from uncol.data.types import CaseData
 from uncol.devices import select_device
 from uncol.errors import ConfigError, UncolError
 from uncol.inference import predict_labels
-from uncol.methods import StepContext, TrainingMethod, build_method
+from uncol.methods import StepContext, TrainingMethod, build_method, get_method
 from uncol.metrics import compute_dice
 from uncol.models import build_network, count_parameters
-
-CHECKPOINT_VERSION = 1
-# Options that may differ between a run and its resumption: they change speed, not results.
-#: Settings that change where or how fast a run computes, never what it computes: a resumed run may
-#: change them. (The teacher cache is keyed by content, so moving it changes nothing.)
-RESUME_MAY_DIFFER = {
-    "train.device", "train.num_workers", "train.threads", "train.amp", "output_dir",
-    "teacher.device", "teacher.cache_dir", "teacher.batch_size", "method.lazy_unlabeled_targets",
-}
-
-
-class RunPaths:
-    """Paths inside a run folder."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.config = self.root / "config.yaml"
-        self.splits = self.root / "splits.json"
-        self.log_csv = self.root / "log.csv"
-        self.val_csv = self.root / "val.csv"
-        self.tensorboard = self.root / "tensorboard"
-        self.checkpoints = self.root / "checkpoints"
-        self.latest = self.checkpoints / "latest.pt"
-        self.best = self.checkpoints / "best.pt"
-        self.final = self.checkpoints / "final.pt"
-        self.summary = self.root / "summary.json"
-
-    def metrics(self, split: str) -> Path:
-        """JSON file with the evaluation of ``split``."""
-        return self.root / f"metrics_{split}.json"
-
-    def branch_point(self, step: int) -> Path:
-        """Checkpoint kept at the step from which other runs may branch (see ``Trainer``'s ``branch_from``)."""
-        return self.checkpoints / f"step{step}.pt"
-
-    @property
-    def branched_from(self) -> Path:
-        """Record of the checkpoint a branched run started from."""
-        return self.root / "branched_from.json"
-
+from uncol.runs import (
+    CHECKPOINT_VERSION,
+    RunPaths,
+    branch_checkpoint,
+    config_differences,
+    read_checkpoint,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # Devices, seeds, RNG state
@@ -106,23 +72,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_differences(a: Config, b: Config) -> list[str]:
-    """Dotted keys whose values differ between two configs (ignoring speed-only options)."""
-    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
-    return sorted(k for k in fa if fa[k] != fb.get(k) and k not in RESUME_MAY_DIFFER)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,6 +145,8 @@ class TrainSummary:
     seconds: float
     parameters: int
     cpu_seconds: float = 0.0
+    #: images drawn into training batches: ``{"labeled": n, "unlabeled": n}`` (views counted).
+    images_seen: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -207,6 +158,7 @@ class TrainSummary:
             "best_val_dice": self.best_val_dice,
             "seconds": round(self.seconds, 1),
             "cpu_seconds": round(self.cpu_seconds, 1),
+            "images_seen": self.images_seen or {"labeled": 0, "unlabeled": 0},
             "parameters": self.parameters,
         }
 
@@ -246,7 +198,7 @@ class Trainer:
         branch_from: str | Path | None = None,
     ) -> None:
         self.cfg = cfg
-        self.branch_from = None if branch_from is None else _branch_checkpoint(Path(branch_from))
+        self.branch_from = None if branch_from is None else branch_checkpoint(Path(branch_from))
         self.paths = RunPaths(run_dir)
         self.resume = resume
         self.show_progress = show_progress
@@ -258,6 +210,7 @@ class Trainer:
         self.best_step: int | None = None
         self.elapsed = 0.0  # wall-clock seconds of the training loop, across resumptions
         self.cpu_elapsed = 0.0  # CPU seconds of this process (all its threads) in the loop, likewise
+        self.images_seen = {"labeled": 0, "unlabeled": 0}  # images drawn into training batches, likewise
         self._val_cases: list[CaseData] | None = None
         self._branching = False  # setting up from branch_from (not resuming this run's own checkpoint)
         self._branch_step = 0  # step at which the method's deferred options start (0: none)
@@ -274,15 +227,15 @@ class Trainer:
         p.root.mkdir(parents=True, exist_ok=True)
         state = None
         if self.resume and p.latest.exists():
-            state = self._read_checkpoint(p.latest)
+            state = read_checkpoint(p.latest)
             saved = config_from_dict(state["config"])
-            diff = config_differences(saved, self.cfg)
+            diff = config_differences(saved, self.cfg, get_method(self.cfg.method.name).speed_options())
             if diff:
                 raise ConfigError(
                     f"{p.root}: cannot resume with a different configuration; changed options: {', '.join(diff)}"
                 )
         elif self.branch_from is not None:
-            state = self._read_checkpoint(self.branch_from)
+            state = read_checkpoint(self.branch_from)
             self._branching = True
         atomic_write_text(p.config, self.cfg.to_yaml())
         return state
@@ -292,7 +245,8 @@ class Trainer:
         src = self.branch_from
         assert src is not None
         start, deferred = self.method.deferred_options()
-        diff = [k for k in config_differences(config_from_dict(state["config"]), self.cfg) if k != "name"]
+        saved = config_from_dict(state["config"])
+        diff = [k for k in config_differences(saved, self.cfg, self.method.speed_options()) if k != "name"]
         step = int(state["step"])
         if state.get("method") != self.method.name:
             raise ConfigError(f"{src}: a checkpoint of method {state.get('method')!r}, this run is {self.method.name!r}")
@@ -366,19 +320,15 @@ class Trainer:
             labeled = SampleSet(self.splits.labeled, cfg, use_labels=True, progress=lambda i, n: pb.update(1))
         network = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
         self.method: TrainingMethod = build_method(cfg, network)
+        needs = self.method.data_needs()
         unlabeled = None
-        if self.method.uses_unlabeled:
+        if needs.unlabeled_batch_size > 0:
             with bar(total=len(self.splits.unlabeled), desc="loading unlabeled cases", leave=False) as pb:
                 unlabeled = SampleSet(self.splits.unlabeled, cfg, use_labels=False, progress=lambda i, n: pb.update(1))
         augment = cfg.augment if any((cfg.augment.flip, cfg.augment.rotate90, cfg.augment.rotate_degrees,
                                       cfg.augment.intensity, cfg.augment.noise_std)) else None
         self.batches = StepBatches(
-            labeled,
-            cfg.train.batch_size,
-            cfg.train.seed,
-            augment,
-            unlabeled,
-            cfg.method.unlabeled_batch_size if self.method.uses_unlabeled else 0,
+            labeled, cfg.train.batch_size, cfg.train.seed, augment, unlabeled, needs.unlabeled_batch_size, needs.views
         )
         self.method.setup_data(labeled, unlabeled, self.paths.root, bar)
         for m in self.method.modules().values():
@@ -419,15 +369,6 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------------------
 
-    def _read_checkpoint(self, path: Path) -> dict[str, Any]:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-            raise UncolError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-            raise UncolError(f"{path}: not an uncol checkpoint of version {CHECKPOINT_VERSION}")
-        return state
-
     def save_checkpoint(self, path: Path | None = None, extra: dict[str, Any] | None = None) -> Path:
         """Write everything needed to resume (atomically): weights, EMA, optimiser, scheduler, scaler, step,
         RNG states, best-so-far and the resolved config (plus ``extra`` entries)."""
@@ -444,6 +385,7 @@ class Trainer:
             "best_step": self.best_step,
             "elapsed": self.elapsed,
             "cpu_elapsed": self.cpu_elapsed,
+            "images_seen": dict(self.images_seen),
             "config": self.cfg.to_dict(),
             **(extra or {}),
         }
@@ -468,6 +410,7 @@ class Trainer:
         self.best_step = state["best_step"]
         self.elapsed = float(state.get("elapsed", 0.0))
         self.cpu_elapsed = float(state.get("cpu_elapsed", 0.0))
+        self.images_seen = dict(state.get("images_seen", {"labeled": 0, "unlabeled": 0}))
 
     def _save_weights(self, path: Path, extra: dict[str, Any]) -> None:
         net = self.method.inference_network()
@@ -563,6 +506,9 @@ class Trainer:
             for batch in loader:
                 scalars = self.train_step(batch)
                 self.step += 1
+                self.images_seen["labeled"] += int(batch["image"].shape[0])
+                if "unlabeled_image" in batch:
+                    self.images_seen["unlabeled"] += int(batch["unlabeled_image"].shape[0])
                 self.elapsed = time.perf_counter() - t0
                 self.cpu_elapsed = time.process_time() - c0
                 if self.step % max(1, cfg.log_every) == 0 or self.step == cfg.iterations:
@@ -596,7 +542,7 @@ class Trainer:
                 self._save_weights(self.paths.best, {"step": self.step, "val_dice": None})
         summary = TrainSummary(
             self.paths.root, self.step, cfg.iterations, self.best_step, self.best_score, self.elapsed, self.parameters,
-            self.cpu_elapsed,
+            self.cpu_elapsed, dict(self.images_seen),
         )
         atomic_write_json(self.paths.summary, summary.to_json())
         self.tb.close()
@@ -614,50 +560,3 @@ class Trainer:
             self.best_score = score
             self.best_step = self.step
             self._save_weights(self.paths.best, {"step": self.step, "val_dice": score})
-
-
-def _branch_checkpoint(path: Path) -> Path:
-    """The checkpoint file named by ``branch_from`` (a run folder stands for its ``latest.pt``)."""
-    if path.is_dir():
-        path = RunPaths(path).latest
-    if not path.is_file():
-        raise UncolError(f"{path}: no such checkpoint to branch from")
-    if path.parent.name != "checkpoints":
-        raise UncolError(f"{path}: branch from a checkpoint inside a run folder's checkpoints/ (its splits and logs are needed)")
-    return path
-
-
-def load_run_config(run_dir: str | Path) -> Config:
-    """The resolved configuration stored in a run folder."""
-    p = RunPaths(run_dir)
-    if not p.config.exists():
-        raise UncolError(f"{p.root}: not a run folder (no config.yaml)")
-    try:
-        values = yaml.safe_load(p.config.read_text())
-    except yaml.YAMLError as e:
-        raise UncolError(f"{p.config}: unreadable config: {e}") from None
-    return config_from_dict(values)
-
-
-def load_weights(run_dir: str | Path, which: str = "best") -> tuple[Config, torch.nn.Module, dict[str, Any]]:
-    """Network and config of a finished run, from ``checkpoints/{best,final}.pt``.
-
-    Returns:
-        ``(config, network in eval mode on CPU, checkpoint metadata)``.
-    """
-    p = RunPaths(run_dir)
-    path = p.best if which == "best" else p.final
-    if not path.exists():
-        raise UncolError(f"{path}: no {which} checkpoint in this run (has training finished?)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise UncolError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or state.get("kind") != "weights":
-        raise UncolError(f"{path}: not an uncol weights file")
-    cfg = config_from_dict(state["config"])
-    net = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
-    net.load_state_dict(state["network"])
-    net.eval()
-    meta = {k: v for k, v in state.items() if k not in ("network", "config")}
-    return cfg, net, meta

@@ -12,10 +12,11 @@ from uncol.atomic import atomic_write_json
 from uncol.data.io import write_mask
 from uncol.data.readers import load_case
 from uncol.data.splits import load_splits
-from uncol.engine import RunPaths, load_run_config, load_weights, select_device
+from uncol.devices import select_device
 from uncol.errors import UncolError
 from uncol.inference import predict_labels
 from uncol.metrics import compute_case_metrics, summarize
+from uncol.runs import RunPaths, load_run_config, load_weights
 
 
 def evaluate_run(

@@ -9,9 +9,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from uncol.data.io import read_image_file, write_mask
-from uncol.engine import load_run_config, load_weights, select_device
+from uncol.devices import select_device
 from uncol.errors import DataError
 from uncol.inference import predict_labels
+from uncol.runs import load_run_config, load_weights
 
 INPUT_SUFFIXES = (".nii.gz", ".nii", ".h5", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 

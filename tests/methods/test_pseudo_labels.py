@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from uncol.methods.pseudo_labels import entropy, entropy_threshold, fuse_pseudo_labels, gaussian_rampup
+from uncol.methods.ramps import gaussian_rampup
+from uncol.methods.uncertainty import entropy
+from uncol.methods.uncol.pseudo_labels import entropy_threshold, fuse_pseudo_labels
 
 
 def probs(*rows: list[float]) -> torch.Tensor:
@@ -83,7 +85,7 @@ def test_a_uniform_teacher_is_never_confident(k):
 
 
 def test_class_gate_leaves_the_generalized_teacher_no_vote_on_failed_classes():
-    from uncol.methods.pseudo_labels import gate_classes
+    from uncol.methods.uncol.pseudo_labels import gate_classes
 
     p_g = probs([0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1])
     p_s = probs([0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8])

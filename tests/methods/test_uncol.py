@@ -24,8 +24,8 @@ from uncol.data.transforms import apply_augment, sample_augment
 from uncol.engine import RunPaths, Trainer
 from uncol.errors import ConfigError, UncolError
 from uncol.methods.losses import masked_dice_ce
-from uncol.methods.uncol import token_mask
-from uncol.teachers.targets import apply_view
+from uncol.methods.uncol.distillation import token_mask
+from uncol.methods.uncol.targets import apply_view
 
 LAYERS = ["stage1", "stage2", "neck", "fused"]
 
@@ -68,8 +68,8 @@ def uncol_config(tmp_path: Path, data, dims: int = 2, method: dict | None = None
             "vit_heads": 2, "vit_depth": 4, "context_dims": [8],
         },
         "augment": {"flip": True, "rotate90": dims == 2, "rotate_degrees": 0.0, "intensity": True},
-        "method": {"name": "uncol", "unlabeled_batch_size": 2, "consistency_weight": 0.5, "stage1_fraction": 0.5}
-        | (method or {}),
+        "method": {"name": "uncol", "uncol": {"unlabeled_batch_size": 2, "consistency_weight": 0.5,
+                                              "stage1_fraction": 0.5} | (method or {})},
         "teacher": {"name": "litemedsam", "layers": LAYERS, "token_grid": 8, "prompt": "box" if dims == 2 else "point",
                     "min_pixels": 2},
         "train": {
@@ -152,7 +152,8 @@ def test_resume_across_the_stage_switch_is_identical(tmp_path, fake_litemedsam, 
 
 
 def with_method(cfg: Config, **method: object) -> Config:
-    return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, **method))
+    options = dataclasses.replace(cfg.method.options, **method)
+    return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, options=options))
 
 
 def modules_of(run: Path) -> dict:
@@ -179,7 +180,7 @@ def test_stage2_ablation_branched_from_the_stage1_checkpoint_equals_a_run_from_s
     assert values(branch) == values(tmp_path / "scratch")
     assert column(read_log(branch), "stage") == [1, 1, 1, 2, 2, 2]
     meta = json.loads(RunPaths(branch).branched_from.read_text())
-    assert meta["step"] == 3 and "method.pseudo_labels" in meta["changed_options"]
+    assert meta["step"] == 3 and "method.uncol.pseudo_labels" in meta["changed_options"]
     best = torch.load(RunPaths(branch).best, map_location="cpu", weights_only=False)
     ref = torch.load(RunPaths(tmp_path / "scratch").best, map_location="cpu", weights_only=False)
     assert best["step"] == ref["step"]
@@ -191,10 +192,10 @@ def test_branching_refuses_options_that_stage1_read(tmp_path, fake_litemedsam, d
     Trainer(full, tmp_path / "full", show_progress=False).fit()
     paths = RunPaths(tmp_path / "full")
     changed = with_method(full, copy_paste_ratio=0.3)
-    with pytest.raises(ConfigError, match="method.copy_paste_ratio"):
+    with pytest.raises(ConfigError, match="method.uncol.copy_paste_ratio"):
         Trainer(changed, tmp_path / "b1", show_progress=False, branch_from=paths.branch_point(3)).fit()
     # No stage 2 moves the stage switch: not a stage-2 option.
-    with pytest.raises(ConfigError, match="method.pseudo_labels"):
+    with pytest.raises(ConfigError, match="method.uncol.pseudo_labels"):
         Trainer(with_method(full, pseudo_labels="none"), tmp_path / "b2", show_progress=False,
                 branch_from=paths.branch_point(3)).fit()
     # A checkpoint past the switch has already used the stage-2 options.
@@ -258,7 +259,8 @@ def test_config_errors_name_the_option(tmp_path, data2d):
     with pytest.raises(ConfigError, match="teacher.name"):
         config_from_dict(base.to_dict() | {"teacher": base.to_dict()["teacher"] | {"name": "none"}})
     with pytest.raises(ConfigError, match="copy_paste_patch"):
-        config_from_dict(base.to_dict() | {"method": base.to_dict()["method"] | {"copy_paste_patch": 6}})
+        section = base.to_dict()["method"]["uncol"] | {"copy_paste_patch": 6}
+        config_from_dict(base.to_dict() | {"method": {"name": "uncol", "uncol": section}})
 
 
 def test_missing_context_width_is_a_config_error(tmp_path, fake_litemedsam, data2d):
@@ -333,8 +335,8 @@ def test_lazy_unlabeled_targets_give_identical_training(tmp_path, fake_litemedsa
 def test_foundation_teacher_has_no_opinion_where_nothing_is_prompted(tmp_path, data2d):
     from uncol.data.index import discover
     from uncol.data.training import SampleSet
+    from uncol.methods.uncol.targets import TeacherTargets
     from uncol.teachers.cache import FeatureCache
-    from uncol.teachers.targets import TeacherTargets
 
     cfg = uncol_config(tmp_path, data2d)
     samples = SampleSet(discover(cfg.data).train[:1], cfg, use_labels=False)
@@ -373,7 +375,7 @@ def test_context_dropout_trains_the_inference_path(tmp_path, fake_litemedsam, da
 
 
 def test_teacher_slice_indices():
-    from uncol.teachers.targets import teacher_slice_indices
+    from uncol.teachers.slicing import teacher_slice_indices
 
     assert teacher_slice_indices(40, 4) == list(range(2, 40, 4))
     assert teacher_slice_indices(16, 8) == [4, 12]  # one slice near the centre of each 8-slice token row
@@ -384,8 +386,8 @@ def test_teacher_slice_indices():
 def test_slice_stride_feeds_the_teacher_every_nth_slice(tmp_path, data3d):
     from uncol.data.index import discover
     from uncol.data.training import SampleSet
+    from uncol.methods.uncol.targets import TeacherTargets
     from uncol.teachers.cache import FeatureCache
-    from uncol.teachers.targets import TeacherTargets
 
     base = uncol_config(tmp_path, data3d, dims=3)
     cfg = dataclasses.replace(base, teacher=dataclasses.replace(base.teacher, slice_stride=4))
@@ -412,8 +414,8 @@ def test_class_reliability_measures_the_teacher_against_the_ground_truth(tmp_pat
     from types import SimpleNamespace
 
     from uncol.data.training import Sample
+    from uncol.methods.uncol.targets import TeacherTargets
     from uncol.teachers.cache import FeatureCache
-    from uncol.teachers.targets import TeacherTargets
 
     cfg = uncol_config(tmp_path, data2d)
     label = np.zeros((32, 32), np.int64)

@@ -11,10 +11,11 @@ import torch
 
 from fixtures_data import make_hdf5_dataset
 from uncol.config import config_from_dict
-from uncol.engine import RunPaths, Trainer, load_weights
+from uncol.engine import Trainer
 from uncol.errors import ConfigError
 from uncol.models import KnowledgeAdapter, StudentOutput, UnCoLStudent, build_network, count_parameters
 from uncol.models.vit import sincos_position_embedding
+from uncol.runs import RunPaths, load_weights
 
 TINY = {"vit_dim": 24, "vit_heads": 4, "context_dims": (20,)}
 

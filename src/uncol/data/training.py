@@ -113,16 +113,16 @@ class SampleSet:
         return len(self.samples)
 
     def draw(
-        self, rng: np.random.Generator, augment: AugmentConfig | None
+        self, rng: np.random.Generator, augment: AugmentConfig | None, index: int | None = None
     ) -> tuple[np.ndarray, np.ndarray | None, int, tuple[tuple[bool, ...], int]]:
-        """Draw one item with ``rng``: pick a sample, crop to the patch size, augment.
+        """Draw one item with ``rng``: pick a sample (or take sample ``index``), crop to the patch size, augment.
 
         Returns:
             ``(image, label, index, geometry)``: image ``(C, *patch)``, label ``patch`` or None, sample
             index, and the augmentation's ``(flips, rot90)`` (what a method needs to map features
             computed on the un-augmented sample, e.g. cached teacher features, onto the drawn view).
         """
-        idx = int(rng.integers(len(self.samples)))
+        idx = int(rng.integers(len(self.samples))) if index is None else int(index)
         s = self.samples[idx]
         image, label = s.image, s.label
         geometry: tuple[tuple[bool, ...], int] = ((False,) * self.spatial_dims, 0)
@@ -158,7 +158,10 @@ class StepBatches(Dataset):
         augment: AugmentConfig | None,
         unlabeled: SampleSet | None = None,
         unlabeled_batch_size: int = 0,
+        views: int = 1,
     ) -> None:
+        if views < 1:
+            raise ValueError(f"views must be >= 1, got {views}")
         if len(labeled) == 0:
             raise DataError(None, "no labeled training samples: check the split and data.root")
         if unlabeled_batch_size > 0 and (unlabeled is None or len(unlabeled) == 0):
@@ -169,6 +172,7 @@ class StepBatches(Dataset):
         self.unlabeled_batch_size = unlabeled_batch_size
         self.seed = seed
         self.augment = augment
+        self.views = views
 
     def __len__(self) -> int:  # pragma: no cover - indexed by step through a sampler
         return 2**62
@@ -179,11 +183,13 @@ class StepBatches(Dataset):
         rng = np.random.default_rng([self.seed, step, stream])
         images, labels, ids, geometry = [], [], [], []
         for _ in range(n):
-            img, lab, idx, geo = sset.draw(rng, self.augment)
-            images.append(img)
-            labels.append(lab)
-            ids.append(idx)
-            geometry.append(geo)
+            idx = None
+            for _ in range(self.views):  # views of one sample: its index is drawn once, augmentations each time
+                img, lab, idx, geo = sset.draw(rng, self.augment, idx)
+                images.append(img)
+                labels.append(lab)
+                ids.append(idx)
+                geometry.append(geo)
         image = torch.from_numpy(np.stack(images))
         label = None if labels[0] is None else torch.from_numpy(np.stack(labels))
         return image, label, ids, geometry

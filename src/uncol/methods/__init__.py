@@ -1,28 +1,34 @@
-"""Training methods: each turns a batch into losses; the engine does the rest."""
+"""Training methods: each turns a batch into losses; the engine does the rest.
+
+A method is one module: a :class:`TrainingMethod` subclass registered by name
+(:func:`register_method`) with its options dataclass. Importing this package registers the built-in
+methods.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
 from uncol.config import Config
-from uncol.errors import ConfigError
-from uncol.methods.base import StepContext, TrainingMethod
-from uncol.methods.supervised import SupervisedMethod
-from uncol.methods.uncol import UnCoLMethod
 
-METHODS: dict[str, type[TrainingMethod]] = {
-    SupervisedMethod.name: SupervisedMethod,
-    UnCoLMethod.name: UnCoLMethod,
-}
+# Built-in methods register themselves on import.
+from uncol.methods import supervised, uncol  # noqa: F401
+from uncol.methods.base import DataNeeds, StepContext, TrainingMethod
+from uncol.methods.registry import get_method, import_method_module, method_names, register_method
 
 
 def build_method(cfg: Config, network: nn.Module) -> TrainingMethod:
-    """Instantiate the method named by ``cfg.method.name``."""
-    try:
-        cls = METHODS[cfg.method.name]
-    except KeyError:
-        raise ConfigError(f"method.name: unknown method {cfg.method.name!r}; known: {', '.join(METHODS)}") from None
-    return cls(cfg, network)
+    """Instantiate the method named by ``cfg.method.name`` (importing ``cfg.method.module`` first)."""
+    import_method_module(cfg.method.module)
+    return get_method(cfg.method.name)(cfg, network)
 
 
-__all__ = ["METHODS", "StepContext", "TrainingMethod", "build_method"]
+__all__ = [
+    "DataNeeds",
+    "StepContext",
+    "TrainingMethod",
+    "build_method",
+    "get_method",
+    "method_names",
+    "register_method",
+]

@@ -41,21 +41,68 @@ class StepContext:
         return min(1.0, self.step / max(1, self.iterations))
 
 
+@dataclass(frozen=True)
+class DataNeeds:
+    """What a method needs from the data pipeline in every step's batch.
+
+    The engine always provides ``image`` ``(B, C, *spatial)``, ``label`` ``(B, *spatial)``, the drawn
+    samples' ``ids`` and the views' ``geometry`` (flips, quarter turns; for mapping cached per-sample
+    targets onto the view), with ``B = train.batch_size``.
+
+    Attributes:
+        unlabeled_batch_size: unlabeled images per step; > 0 adds ``unlabeled_image``,
+            ``unlabeled_ids`` and ``unlabeled_geometry``, drawn from the split's unlabeled cases.
+        views: augmented views of each drawn image: with ``v > 1`` every drawn sample appears ``v``
+            times in a row (``image[i * v + j]``, the same sample under independently drawn
+            augmentations), in both the labeled and the unlabeled stream.
+    """
+
+    unlabeled_batch_size: int = 0
+    views: int = 1
+
+
 class TrainingMethod:
-    """Base class of training methods.
+    """Base class of training methods: subclass it, set ``name`` (and ``options_class``), and register the
+    class with :func:`uncol.methods.registry.register_method`.
 
     Args:
         cfg: the run configuration.
         network: the segmentation network being trained (the student).
     """
 
+    #: the name a configuration selects the method by (``method.name``).
     name = "base"
-    #: whether the engine must provide unlabeled images (``batch["unlabeled_image"]``).
-    uses_unlabeled = False
+    #: dataclass of the method's own options (section ``method.<name>``, fields declared with
+    #: :func:`uncol.config.option`); None for a method without options.
+    options_class: type | None = None
 
     def __init__(self, cfg: Config, network: nn.Module) -> None:
         self.cfg = cfg
         self.network = network
+        #: the method's options (an instance of ``options_class``), or None.
+        self.options: Any = cfg.method.options
+
+    @classmethod
+    def validate_config(cls, cfg: Config) -> None:
+        """Check the method's options against each other and the rest of the configuration.
+
+        Called by :func:`uncol.config.validate`; types are already checked. Raise
+        :class:`~uncol.errors.ConfigError` naming the dotted option (``method.<name>.<option>``).
+        """
+
+    @classmethod
+    def speed_options(cls) -> frozenset[str]:
+        """Dotted options of this method that change how fast it computes, never what: a resumed run may change them."""
+        return frozenset()
+
+    def data_needs(self) -> DataNeeds:
+        """What the method needs in each batch (unlabeled images, views); the default: labeled images only."""
+        return DataNeeds()
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether the method trains on unlabeled images."""
+        return self.data_needs().unlabeled_batch_size > 0
 
     def setup_data(self, labeled: SampleSet, unlabeled: SampleSet | None, run_dir: Path, bar: Callable[..., Any]) -> None:
         """Called once the training samples are in memory, before the optimiser is built.

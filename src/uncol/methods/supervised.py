@@ -10,8 +10,10 @@ from torch import nn
 from uncol.config import Config
 from uncol.methods.base import StepContext, TrainingMethod
 from uncol.methods.losses import SegmentationLoss
+from uncol.methods.registry import register_method
 
 
+@register_method
 class SupervisedMethod(TrainingMethod):
     """Dice + cross-entropy on labeled batches."""
 

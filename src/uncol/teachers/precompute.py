@@ -25,7 +25,7 @@ from uncol.data.readers import load_case
 from uncol.data.training import SampleSet, prepare_case
 from uncol.data.types import Case
 from uncol.teachers.base import FoundationTeacher
-from uncol.teachers.targets import sample_axis, sample_slices
+from uncol.teachers.slicing import sample_axis, sample_slices
 from uncol.teachers.zero_shot import resolve_slice_axis, split_cases
 
 TRAINING_SPLITS = ("train", "labeled", "unlabeled")

@@ -30,7 +30,7 @@ from uncol.errors import UncolError
 from uncol.metrics import compute_case_metrics, summarize
 from uncol.teachers.base import FeatureSource, FoundationTeacher, logits_to_label
 from uncol.teachers.prompts import Prompts
-from uncol.teachers.targets import teacher_slice_axis
+from uncol.teachers.slicing import teacher_slice_axis
 
 
 def resolve_slice_axis(setting: int, data: CaseData) -> int:

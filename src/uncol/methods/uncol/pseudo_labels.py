@@ -1,4 +1,4 @@
-"""Uncertainty-aware pseudo-labels (UnCoL, Lu et al., arXiv:2512.13101, Sec. 3.4) and ramp schedules.
+"""Uncertainty-aware pseudo-labels (UnCoL, Lu et al., arXiv:2512.13101, Sec. 3.4).
 
 Two teachers give class probabilities for each pixel of an unlabeled image. A teacher is *confident*
 at a pixel when the Shannon entropy of its prediction is below a threshold that rises during
@@ -20,11 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-
-def gaussian_rampup(progress: float) -> float:
-    """``exp(-5 (1 - t)^2)`` for ``t`` in [0, 1] (Laine & Aila 2017; the mean-teacher ramp)."""
-    t = min(1.0, max(0.0, float(progress)))
-    return math.exp(-5.0 * (1.0 - t) ** 2)
+from uncol.methods.ramps import gaussian_rampup
+from uncol.methods.uncertainty import entropy
 
 
 def entropy_threshold(progress: float, num_classes: int, start: float = 0.75, end: float = 1.0) -> float:
@@ -34,11 +31,6 @@ def entropy_threshold(progress: float, num_classes: int, start: float = 0.75, en
     about ``start`` to ``end`` (UA-MT's schedule, generalised from 2 to K classes).
     """
     return (start + (end - start) * gaussian_rampup(progress)) * math.log(num_classes)
-
-
-def entropy(probs: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
-    """Shannon entropy (natural log) over the class axis ``dim``."""
-    return -(probs * torch.log(probs.clamp_min(eps))).sum(dim=dim)
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """UnCoL: uncertainty-informed collaborative learning (Lu, Hong and Yang, arXiv:2512.13101).
 
-Two stages in one run (``method.stage1_fraction`` of ``train.iterations`` for the first):
+Two stages in one run (``method.uncol.stage1_fraction`` of ``train.iterations`` for the first):
 
 **Stage 1, data-efficient pretraining** (labeled data only). Each labeled image is mixed with another
-labeled image of the batch by patch copy-paste (``method.copy_paste_ratio`` = 60% of the patches,
+labeled image of the batch by patch copy-paste (``method.uncol.copy_paste_ratio`` = 60% of the patches,
 masks mixed identically). The student is trained with Dice + cross-entropy plus dual-path knowledge
 distillation from the frozen foundation teacher, with a Gaussian-ramped weight:
 
@@ -12,22 +12,22 @@ distillation from the frozen foundation teacher, with a Gaussian-ramped weight:
 * semantic path: the last student layer -> FFN -> MSE against the teacher's prompt-fused features
   (ground-truth boxes), on tokens where a class was prompted.
 
-The knowledge adapter attends to the teacher's prompt-fused features (``method.adapter_context``).
+The knowledge adapter attends to the teacher's prompt-fused features (``method.uncol.adapter_context``).
 
 **Stage 2, semi-supervised fine-tuning.** The specialized teacher is an EMA of the student (momentum
-``method.ema_decay``), started from the stage-1 student. For each unlabeled image both teachers give
+``method.uncol.ema_decay``), started from the stage-1 student. For each unlabeled image both teachers give
 class probabilities: the EMA teacher directly, the foundation teacher prompted from the EMA teacher's
 pseudo-label (boxes or low-uncertainty points). Uncertainty-aware pseudo-labels
 (:func:`uncol.methods.pseudo_labels.fuse_pseudo_labels`) keep the pixels where at least one teacher's
 entropy is below a ramped threshold. Labeled and unlabeled images are mixed both ways by copy-paste
 (bidirectional, as BCP); labels and pseudo-labels are mixed with the same mask. Loss: Dice + CE on the
-labeled pixels, ``method.consistency_weight`` (0.5) x Gaussian ramp x Dice + CE on the confident
+labeled pixels, ``method.uncol.consistency_weight`` (0.5) x Gaussian ramp x Dice + CE on the confident
 pseudo-labelled pixels, plus the visual distillation (semantic distillation off). The adapter attends
 to the EMA teacher's last-layer tokens.
 
 Every loss term, the ramps, the threshold and the fraction of pseudo-labelled pixels supervised by each
 teacher, by both and by neither are returned for the logs. Table 4's ablations are combinations of
-``method.distill`` and ``method.pseudo_labels`` (docs/methods.md).
+``method.uncol.distill`` and ``method.uncol.pseudo_labels`` (docs/methods.md).
 """
 
 from __future__ import annotations
@@ -48,61 +48,41 @@ from uncol.data.copy_paste import mix, sample_patch_mask
 from uncol.data.training import SampleSet
 from uncol.ema import EMA
 from uncol.errors import ConfigError
-from uncol.methods.base import StepContext, TrainingMethod
+from uncol.methods.base import DataNeeds, StepContext, TrainingMethod
 from uncol.methods.losses import SegmentationLoss, masked_dice_ce
-from uncol.methods.pseudo_labels import entropy, fuse_pseudo_labels, gate_classes, gaussian_rampup
+from uncol.methods.ramps import gaussian_rampup
+from uncol.methods.registry import register_method
+from uncol.methods.uncertainty import entropy
+from uncol.methods.uncol.distillation import Projection, token_mask, tokens_of
+from uncol.methods.uncol.options import UnCoLOptions
+from uncol.methods.uncol.pseudo_labels import fuse_pseudo_labels, gate_classes
 from uncol.models.student import UnCoLStudent
 
-
-class Projection(nn.Module):
-    """Light FFN mapping student tokens ``(B, N, D)`` to a teacher width ``C``: Linear-GELU-Linear."""
-
-    def __init__(self, dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, out_dim))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.net(tokens)
-
-
-def tokens_of(target: torch.Tensor) -> torch.Tensor:
-    """A target map ``(B, C, *grid)`` as layer-normalised tokens ``(B, N, C)``.
-
-    Teacher layers differ in scale by orders of magnitude; normalising each token over channels (no
-    affine) gives every distillation pair a comparable loss scale.
-    """
-    t = target.flatten(2).transpose(1, 2)
-    return F.layer_norm(t, t.shape[-1:])
-
-
-def token_mask(mask: torch.Tensor, patch: int) -> torch.Tensor:
-    """A pixel mask ``(B, *spatial)`` whose patches align with ViT tokens, at token resolution."""
-    index = (slice(None),) + tuple(slice(0, None, patch) for _ in range(mask.ndim - 1))
-    return mask[index]
-
-
 #: Options that only stage 2 reads: ablations of stage 2 can branch from one stage-1 checkpoint.
-STAGE2_OPTIONS = frozenset({
-    "method.pseudo_labels", "method.threshold_start", "method.threshold_end", "method.consistency_weight",
-    "method.consistency_rampup", "method.ema_decay", "method.stage2_visual", "method.teacher_min_dice",
-    "method.stage2_labeled_batch",
-})
+STAGE2_OPTIONS = frozenset(
+    f"method.uncol.{k}"
+    for k in (
+        "pseudo_labels", "threshold_start", "threshold_end", "consistency_weight", "consistency_rampup",
+        "ema_decay", "stage2_visual", "teacher_min_dice", "stage2_labeled_batch",
+    )
+)
 
 
+@register_method
 class UnCoLMethod(TrainingMethod):
     """The UnCoL training method (both stages, 2D and 3D)."""
 
     name = "uncol"
+    options_class = UnCoLOptions
 
     def __init__(self, cfg: Config, network: nn.Module) -> None:
         super().__init__(cfg, network)
         if not isinstance(network, UnCoLStudent):
             raise ConfigError(f"model.arch: method.name=uncol needs the UnCoL student, got {type(network).__name__}")
-        m = cfg.method
+        m: UnCoLOptions = self.options
         self.m = m
         it = cfg.train.iterations
         self.stage1_steps = it if m.pseudo_labels == "none" else int(round(m.stage1_fraction * it))
-        self.uses_unlabeled = self.stage1_steps < it
         self.use_visual = m.distill in ("both", "visual")
         self.use_semantic = m.distill in ("both", "semantic")
         self.stage2_visual = self.use_visual and m.stage2_visual
@@ -122,7 +102,7 @@ class UnCoLMethod(TrainingMethod):
         self.teacher: Any = None
         self.targets_l: Any = None
         self.targets_u: Any = None
-        # Classes on which the foundation teacher may vote (method.teacher_min_dice); None: all.
+        # Classes on which the foundation teacher may vote (method.uncol.teacher_min_dice); None: all.
         self.general_classes: torch.Tensor | None = None
         if self.has_teacher and (self.use_visual or self.need_semantic or self.use_general_pl):
             from uncol import teachers
@@ -141,8 +121,65 @@ class UnCoLMethod(TrainingMethod):
                     self.visual_pairs.append((student_layer - 1, name))
             if self.use_semantic and self.semantic_layer is None:
                 raise ConfigError(
-                    f"teacher.layers: method.distill={m.distill} needs a student layer mapped to '{teachers.FUSED}'"
+                    f"teacher.layers: method.uncol.distill={m.distill} needs a student layer mapped to '{teachers.FUSED}'"
                 )
+
+    # ---- configuration --------------------------------------------------------------------------
+
+    @classmethod
+    def validate_config(cls, cfg: Config) -> None:
+        """Ranges of UnCoL's options, and what they need from the rest of the configuration."""
+        m: UnCoLOptions = cfg.method.options
+        if not 0.0 < m.ema_decay < 1.0:
+            raise ConfigError(f"method.uncol.ema_decay: must be in (0, 1), got {m.ema_decay}")
+        for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio", "self_context_prob",
+                  "teacher_min_dice"):
+            if not 0.0 <= getattr(m, k) <= 1.0:
+                raise ConfigError(f"method.uncol.{k}: must be in [0, 1], got {getattr(m, k)}")
+        for k in ("consistency_weight", "distill_weight", "copy_paste_patch", "stage2_labeled_batch",
+                  "unlabeled_batch_size"):
+            if getattr(m, k) < 0:
+                raise ConfigError(f"method.uncol.{k}: must be >= 0, got {getattr(m, k)}")
+        if not 0.0 < m.threshold_start <= m.threshold_end <= 1.0:
+            raise ConfigError(
+                "method.uncol.threshold_start/threshold_end: need 0 < start <= end <= 1, got "
+                f"{m.threshold_start}, {m.threshold_end}"
+            )
+        if not cfg.model.arch.startswith("uncol_student"):
+            raise ConfigError(
+                f"model.arch: method.name=uncol trains the UnCoL student; use uncol_student{cfg.spatial_dims}d, "
+                f"not {cfg.model.arch}"
+            )
+        needs_teacher = m.distill != "none" or m.pseudo_labels in ("uncertainty", "average", "generalized")
+        if needs_teacher and cfg.teacher.name == "none":
+            raise ConfigError(
+                f"teacher.name: method.uncol.distill={m.distill} / method.uncol.pseudo_labels={m.pseudo_labels} need "
+                "the foundation teacher (teacher.name=litemedsam), or set method.uncol.distill=none and "
+                "method.uncol.pseudo_labels=specialized|none"
+            )
+        if m.pseudo_labels != "none" and m.stage1_fraction < 1.0 and m.unlabeled_batch_size < 1:
+            raise ConfigError("method.uncol.unlabeled_batch_size: UnCoL stage 2 needs unlabeled images (>= 1 per batch)")
+        if cfg.augment.rotate_degrees > 0:
+            raise ConfigError(
+                "augment.rotate_degrees: UnCoL maps the cached teacher features onto augmented views with flips and "
+                "90-degree rotations only; set augment.rotate_degrees=0"
+            )
+        if cfg.spatial_dims == 2 and not cfg.train.resize_2d:
+            raise ConfigError("train.resize_2d: UnCoL caches teacher features of whole slices; set train.resize_2d=true")
+        if m.copy_paste_patch and m.copy_paste_patch % (cfg.model.vit_patch or (16 if cfg.spatial_dims == 2 else 8)):
+            raise ConfigError(
+                "method.uncol.copy_paste_patch: must be a multiple of model.vit_patch, so that teacher features and "
+                f"EMA tokens can be mixed with the same mask as the pixels; got {m.copy_paste_patch}"
+            )
+
+    @classmethod
+    def speed_options(cls) -> frozenset[str]:
+        return frozenset({"method.uncol.lazy_unlabeled_targets"})
+
+    def data_needs(self) -> DataNeeds:
+        if self.stage1_steps >= self.cfg.train.iterations:
+            return DataNeeds()
+        return DataNeeds(unlabeled_batch_size=self.m.unlabeled_batch_size)
 
     # ---- set-up ---------------------------------------------------------------------------------
 
@@ -166,7 +203,7 @@ class UnCoLMethod(TrainingMethod):
                         )
         if self.teacher is None:
             return
-        from uncol.teachers.targets import TeacherTargets
+        from uncol.methods.uncol.targets import TeacherTargets
 
         with bar(total=len(labeled), desc="teacher targets (labeled)", leave=False) as pb:
             self.targets_l = TeacherTargets(
@@ -194,11 +231,11 @@ class UnCoLMethod(TrainingMethod):
                 raise ConfigError(
                     f"model.context_dims: the adapter attends to the teacher's fused features of width {width}; "
                     f"add {width} to model.context_dims (now {list(self.network.adapter.context_dims)}), or set "
-                    "method.adapter_context=self"
+                    "method.uncol.adapter_context=self"
                 )
 
     def _measure_reliability(self, run_dir: Path) -> None:
-        """The class-wise gate of the foundation teacher (``method.teacher_min_dice``), from the labeled data.
+        """The class-wise gate of the foundation teacher (``method.uncol.teacher_min_dice``), from the labeled data.
 
         Seeded, so a resumed run recomputes the same gate; written to ``teacher_reliability.json``.
         """

@@ -1,0 +1,81 @@
+"""UnCoL's options: the section ``method.uncol`` of a run configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from uncol.config import option
+
+
+@dataclass
+class UnCoLOptions:
+    """UnCoL (Lu, Hong and Yang, arXiv:2512.13101): stages, distillation, pseudo-labels, copy-paste."""
+
+    unlabeled_batch_size: int = option(2, "Unlabeled images per stage-2 step (the paper: 2 labeled + 2 unlabeled).")
+    ema_decay: float = option(0.99, "Momentum of the EMA (mean-teacher) weights.")
+    consistency_weight: float = option(0.5, "Maximum weight of the pseudo-label loss (the paper: 0.5).")
+    consistency_rampup: float = option(
+        0.4,
+        "Fraction of the semi-supervised phase over which the unsupervised weight and the entropy threshold "
+        "ramp up (Gaussian exp(-5(1-t)^2)).",
+    )
+    stage1_fraction: float = option(
+        0.5,
+        "Fraction of train.iterations spent in stage 1 (labeled pretraining with distillation); the rest "
+        "is stage 2 (semi-supervised fine-tuning). 1.0 = stage 1 only (Table 4's distillation rows).",
+    )
+    distill: Literal["both", "visual", "semantic", "none"] = option(
+        "both",
+        "Stage 1 dual-path distillation: visual (student layers 1-3 <- teacher encoder layers), semantic "
+        "(last student layer <- prompt-fused features), both, or none (Table 4).",
+    )
+    distill_weight: float = option(1.0, "Maximum weight of the distillation loss (visual + semantic).")
+    distill_rampup: float = option(
+        0.2, "Fraction of stage 1 over which the distillation weight ramps up (Gaussian); 0 = constant."
+    )
+    pseudo_labels: Literal["uncertainty", "average", "specialized", "generalized", "none"] = option(
+        "uncertainty",
+        "Stage 2 pseudo-labels (Table 4): entropy-gated fusion of both teachers ('uncertainty', UAPL), their "
+        "plain average, the EMA teacher alone, the foundation teacher alone, or none (stage 2 skipped).",
+    )
+    threshold_start: float = option(
+        0.75, "Entropy threshold at the start of stage 2, as a fraction of ln(num_classes)."
+    )
+    threshold_end: float = option(1.0, "Entropy threshold once ramped up, as a fraction of ln(num_classes).")
+    stage2_visual: bool = option(
+        True,
+        "Stage 2: keep the visual distillation (the paper). False trains stage 2 on the labeled and "
+        "pseudo-labelled pixels only (an ablation: see the Hippocampus analysis in benchmarks/RESULTS.md).",
+    )
+    teacher_min_dice: float = option(
+        0.0,
+        "Stage 2: class-wise reliability gate of the foundation teacher. Before stage 2 it is prompted from the "
+        "labeled images' ground truth, as it is from pseudo-labels later, and its Dice per class measured; it gets no "
+        "vote on pixels that either teacher assigns to a class scoring below this value. 0 = off (the paper).",
+    )
+    copy_paste_ratio: float = option(0.6, "Fraction of spatial patches replaced by copy-paste mixing (paper: 60%).")
+    copy_paste_patch: int = option(
+        0, "Copy-paste patch size in pixels/voxels; 0 = model.vit_patch, so patches align with ViT tokens."
+    )
+    self_context_prob: float = option(
+        0.0,
+        "Stage 1: probability that an image's adapter attends to the student's own tokens instead of the "
+        "teacher's fused features (context dropout). 0 follows the paper; >0 trains the inference-time path too "
+        "(see benchmarks/RESULTS.md for the train/inference gap it addresses).",
+    )
+    stage2_labeled_batch: int = option(
+        0,
+        "Labeled images per stage-2 step (the first ones of the train.batch_size drawn); 0 = all. The paper "
+        "uses 4 labeled images in stage 1 and 2 labeled + 2 unlabeled in stage 2.",
+    )
+    lazy_unlabeled_targets: bool = option(
+        False,
+        "Compute the teacher targets of an unlabeled sample when it is first drawn (stage 2) instead of all "
+        "before training; results are identical. Useful while `uncol teacher cache` is still filling the cache.",
+    )
+    adapter_context: Literal["teacher", "self"] = option(
+        "teacher",
+        "Keys/values of the knowledge adapter during training: the teachers' features (stage 1: the "
+        "foundation teacher's prompt-fused features; stage 2: the EMA teacher's tokens) or the student's own.",
+    )

@@ -1,0 +1,138 @@
+"""The run folder: its paths, the configuration and checkpoints stored in it, and branching.
+
+Training writes a run folder; evaluation, prediction and export read one. Everything that knows the
+folder's layout lives here, so readers of a run never import the trainer (docs/run_folder.md)::
+
+    RUN/config.yaml  splits.json  log.csv  val.csv  tensorboard/  checkpoints/{latest,best,final}.pt
+        metrics_val.json  metrics_test.json  summary.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from uncol.config import Config, config_from_dict
+from uncol.errors import UncolError
+
+#: Version of the checkpoint format; a checkpoint of another version is refused by name.
+CHECKPOINT_VERSION = 1
+#: Settings that change where or how fast a run computes, never what it computes: a resumed run may
+#: change them (methods add their own, :meth:`~uncol.methods.base.TrainingMethod.speed_options`).
+#: The teacher cache is keyed by content, so moving it changes nothing.
+RESUME_MAY_DIFFER = frozenset({
+    "train.device", "train.num_workers", "train.threads", "train.amp", "output_dir",
+    "teacher.device", "teacher.cache_dir", "teacher.batch_size",
+})
+
+
+class RunPaths:
+    """Paths inside a run folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.config = self.root / "config.yaml"
+        self.splits = self.root / "splits.json"
+        self.log_csv = self.root / "log.csv"
+        self.val_csv = self.root / "val.csv"
+        self.tensorboard = self.root / "tensorboard"
+        self.checkpoints = self.root / "checkpoints"
+        self.latest = self.checkpoints / "latest.pt"
+        self.best = self.checkpoints / "best.pt"
+        self.final = self.checkpoints / "final.pt"
+        self.summary = self.root / "summary.json"
+
+    def metrics(self, split: str) -> Path:
+        """JSON file with the evaluation of ``split``."""
+        return self.root / f"metrics_{split}.json"
+
+    def branch_point(self, step: int) -> Path:
+        """Checkpoint kept at the step from which other runs may branch (see ``Trainer``'s ``branch_from``)."""
+        return self.checkpoints / f"step{step}.pt"
+
+    @property
+    def branched_from(self) -> Path:
+        """Record of the checkpoint a branched run started from."""
+        return self.root / "branched_from.json"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(a: Config, b: Config, may_differ: frozenset[str] = frozenset()) -> list[str]:
+    """Dotted keys whose values differ between two configs, ignoring speed-only options
+    (:data:`RESUME_MAY_DIFFER` and ``may_differ``)."""
+    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    ignore = RESUME_MAY_DIFFER | may_differ
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k) and k not in ignore)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A resumable training checkpoint, refused by name when unreadable or of another format version."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise UncolError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise UncolError(f"{path}: not an uncol checkpoint of version {CHECKPOINT_VERSION}")
+    return state
+
+
+def branch_checkpoint(path: Path) -> Path:
+    """The checkpoint file named by ``branch_from`` (a run folder stands for its ``latest.pt``)."""
+    if path.is_dir():
+        path = RunPaths(path).latest
+    if not path.is_file():
+        raise UncolError(f"{path}: no such checkpoint to branch from")
+    if path.parent.name != "checkpoints":
+        raise UncolError(f"{path}: branch from a checkpoint inside a run folder's checkpoints/ (its splits and logs are needed)")
+    return path
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The resolved configuration stored in a run folder."""
+    p = RunPaths(run_dir)
+    if not p.config.exists():
+        raise UncolError(f"{p.root}: not a run folder (no config.yaml)")
+    try:
+        values = yaml.safe_load(p.config.read_text())
+    except yaml.YAMLError as e:
+        raise UncolError(f"{p.config}: unreadable config: {e}") from None
+    return config_from_dict(values)
+
+
+def load_weights(run_dir: str | Path, which: str = "best") -> tuple[Config, torch.nn.Module, dict[str, Any]]:
+    """Network and config of a finished run, from ``checkpoints/{best,final}.pt``.
+
+    Returns:
+        ``(config, network in eval mode on CPU, checkpoint metadata)``.
+    """
+    p = RunPaths(run_dir)
+    path = p.best if which == "best" else p.final
+    if not path.exists():
+        raise UncolError(f"{path}: no {which} checkpoint in this run (has training finished?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise UncolError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("kind") != "weights":
+        raise UncolError(f"{path}: not an uncol weights file")
+    cfg = config_from_dict(state["config"])
+    from uncol.models import build_network
+
+    net = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
+    net.load_state_dict(state["network"])
+    net.eval()
+    meta = {k: v for k, v in state.items() if k not in ("network", "config")}
+    return cfg, net, meta
