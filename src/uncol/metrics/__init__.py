@@ -1,11 +1,26 @@
-"""Segmentation metrics: Dice, Jaccard, HD95 and ASD, per case and summarised over cases.
+"""Segmentation metrics: Dice, Jaccard, HD95 and ASD, per case and summarised over cases; and the
+calibration and uncertainty metrics: ECE, NLL, Brier score, reliability diagrams, uncertainty scores
+(entropy, maximum softmax, MC dropout), error-detection AUROC/AUPRC and risk-coverage (AURC, E-AURC).
 
-See ``docs/metrics.md`` for the definitions, the ``standard`` and ``medpy`` conventions and the
-empty-mask policies.
+See ``docs/metrics.md`` for the definitions, the ``standard`` and ``medpy`` conventions, the
+empty-mask policies and the calibration and uncertainty metrics.
 """
 
 from __future__ import annotations
 
+from uncol.metrics.calibration import (
+    DEFAULT_N_BINS,
+    BrierScore,
+    ClasswiseExpectedCalibrationError,
+    ExpectedCalibrationError,
+    NegativeLogLikelihood,
+    ReliabilityDiagram,
+    compute_brier,
+    compute_classwise_ece,
+    compute_ece,
+    compute_nll,
+    reliability_diagram,
+)
 from uncol.metrics.case_metrics import (
     EMPTY_BOTH_POLICIES,
     EMPTY_KINDS,
@@ -23,6 +38,19 @@ from uncol.metrics.overlap import (
     compute_dice,
     compute_jaccard,
 )
+from uncol.metrics.selective import (
+    DEFAULT_MAX_VOXELS,
+    RiskCoverageCurve,
+    UncertaintyErrorMetric,
+    UncertaintyErrorScores,
+    compute_aurc,
+    compute_eaurc,
+    compute_error_detection_auprc,
+    compute_error_detection_auroc,
+    compute_oracle_aurc,
+    compute_uncertainty_error_scores,
+    risk_coverage_curve,
+)
 from uncol.metrics.surface import (
     CONVENTIONS,
     AverageSurfaceDistanceMetric,
@@ -33,27 +61,75 @@ from uncol.metrics.surface import (
     compute_surface_metrics,
     validate_spacing,
 )
+from uncol.metrics.uncertainty import (
+    NoDropoutError,
+    compute_energy,
+    compute_entropy,
+    compute_max_softmax_uncertainty,
+    compute_mc_variance,
+    compute_mutual_information,
+    compute_predictive_entropy,
+    compute_uncertainty_maps,
+    dropout_layers,
+    has_dropout,
+    mc_dropout_mode,
+    mc_dropout_probabilities,
+)
 
 __all__ = [
     "CONVENTIONS",
+    "DEFAULT_MAX_VOXELS",
+    "DEFAULT_N_BINS",
     "EMPTY_BOTH_POLICIES",
     "EMPTY_KINDS",
     "EMPTY_ONE_POLICIES",
     "METRIC_NAMES",
     "AverageSurfaceDistanceMetric",
+    "BrierScore",
     "CaseResult",
+    "ClasswiseExpectedCalibrationError",
     "CumulativeMetric",
     "DiceMetric",
+    "ExpectedCalibrationError",
     "HausdorffDistance95Metric",
     "JaccardMetric",
+    "NegativeLogLikelihood",
+    "NoDropoutError",
+    "ReliabilityDiagram",
+    "RiskCoverageCurve",
+    "UncertaintyErrorMetric",
+    "UncertaintyErrorScores",
     "compute_asd",
+    "compute_aurc",
+    "compute_brier",
     "compute_case_metrics",
+    "compute_classwise_ece",
     "compute_dice",
     "compute_directed_surface_distances",
+    "compute_eaurc",
+    "compute_ece",
+    "compute_energy",
+    "compute_entropy",
+    "compute_error_detection_auprc",
+    "compute_error_detection_auroc",
     "compute_hd95",
     "compute_jaccard",
+    "compute_max_softmax_uncertainty",
+    "compute_mc_variance",
+    "compute_mutual_information",
+    "compute_nll",
+    "compute_oracle_aurc",
+    "compute_predictive_entropy",
     "compute_surface_metrics",
+    "compute_uncertainty_error_scores",
+    "compute_uncertainty_maps",
+    "dropout_layers",
     "format_table",
+    "has_dropout",
+    "mc_dropout_mode",
+    "mc_dropout_probabilities",
+    "reliability_diagram",
+    "risk_coverage_curve",
     "summarize",
     "validate_spacing",
 ]
