@@ -1,7 +1,8 @@
 """uncol: label-efficient medical image segmentation (UnCoL and semi-supervised baselines).
 
 The public API (``uncol.train``, ``uncol.evaluate``, ``uncol.predict``, ``uncol.score``,
-``uncol.check_data``, ``uncol.demo``) is imported lazily so that ``import uncol`` stays cheap.
+``uncol.check_data``, ``uncol.benchmark_grid``, ``uncol.demo``) is imported lazily so that
+``import uncol`` stays cheap.
 The implementing modules have other names (``uncol.evaluation``, ``uncol.prediction``,
 ``uncol.scoring``, ``uncol.demo_run``): importing a submodule binds its name on the package, so a
 module called ``uncol/evaluate.py`` would replace the function ``uncol.evaluate`` once imported.
@@ -13,7 +14,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = {"train", "evaluate", "predict", "score", "check_data", "resolve_config"}
+_API = {"train", "evaluate", "predict", "score", "check_data", "resolve_config", "benchmark_grid"}
 
 
 def __getattr__(name: str) -> Any:
@@ -32,4 +33,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'uncol' has no attribute {name!r}")
 
 
-__all__ = ["Config", "check_data", "demo", "evaluate", "load_config", "predict", "score", "train"]
+__all__ = ["Config", "benchmark_grid", "check_data", "demo", "evaluate", "load_config", "predict", "score", "train"]

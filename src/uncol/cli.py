@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     c.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("benchmark", help="train methods x labeled amounts x seeds from a grid file, then tabulate")
+    p.add_argument("grid", help="grid YAML file (docs/benchmark.md)")
+    p.add_argument("--out", default=None, help="grid folder (default: the grid's 'out')")
+    p.add_argument("--only-report", action="store_true", help="train nothing; rebuild CSV, tables and figure")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (each run's state and steps) only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (one line per run remains)")
+
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     c = csub.add_parser("show", help="print the resolved configuration")
@@ -250,6 +257,15 @@ def _cmd_teacher(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_benchmark(a: argparse.Namespace) -> int:
+    from uncol import api
+
+    res = api.benchmark_grid(a.grid, a.out, only_report=a.only_report, dry_run=a.dry_run, show_progress=not a.quiet)
+    if "tables" in res:
+        print(f"\n{Path(res['tables']).read_text()}")
+    return 0
+
+
 def _cmd_config(a: argparse.Namespace) -> int:
     from uncol.config import config_reference_markdown, load_config
 
@@ -269,6 +285,7 @@ COMMANDS = {
     "demo": _cmd_demo,
     "config": _cmd_config,
     "teacher": _cmd_teacher,
+    "benchmark": _cmd_benchmark,
 }
 
 

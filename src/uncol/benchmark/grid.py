@@ -1,0 +1,302 @@
+"""The benchmark grid file: a typed, validated description of methods x labeled amounts x seeds.
+
+One grid file describes one dataset. Every problem raises :class:`~uncol.errors.ConfigError` naming
+the grid file and the offending key (``methods.mean_teacher.config``, ``budget.cpu_seconds``, ...).
+The format is documented in ``docs/benchmark.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from uncol.config import parse_override
+from uncol.errors import ConfigError
+
+# Names become folder names and CSV values: keep them to characters that are safe everywhere.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TOP_KEYS = ("name", "out", "seeds", "seed_keys", "labeled", "reference", "budget", "set", "methods")
+_METHOD_KEYS = ("config", "labeled", "set", "iterations")
+_BUDGET_KEYS = ("cpu_seconds", "calibration_steps", "validations")
+# The calibration excludes this many first steps (one-time warm-up) from the measured cost.
+CALIBRATION_WARMUP_STEPS = 2
+DEFAULT_CALIBRATION_STEPS = 20
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """The CPU-time budget that every run of the grid gets.
+
+    Attributes:
+        cpu_seconds: CPU seconds of training steps per run.
+        calibration_steps: steps of the throwaway run that measures a (method, labeled) pair's cost.
+        validations: validations per run (``train.val_every = iterations // validations``), so that
+            every method is selected on validation equally often whatever its iteration count; 0 keeps
+            each config's ``train.val_every``.
+    """
+
+    cpu_seconds: float
+    calibration_steps: int = DEFAULT_CALIBRATION_STEPS
+    validations: int = 0
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method entry of the grid.
+
+    Attributes:
+        name: the entry's name (CSV ``method`` column, run folder names); need not be a method name.
+        config: the YAML config it trains with.
+        labeled: the ``split.labeled`` values it runs at.
+        overrides: ``key=value`` overrides applied after the grid's own.
+        iterations: fixed ``train.iterations`` (no budget calibration), or ``None``.
+    """
+
+    name: str
+    config: Path
+    labeled: tuple[float, ...]
+    overrides: tuple[str, ...]
+    iterations: int | None
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A benchmark grid (see ``docs/benchmark.md``).
+
+    Attributes:
+        path: the grid file.
+        name: dataset name (CSV ``dataset`` column).
+        out: the grid folder.
+        seeds: seed values; each run sets every key of ``seed_keys`` to its seed.
+        seed_keys: dotted config keys that a seed sets.
+        reference: the method entry that the paired differences compare against, or ``None``.
+        budget: the per-run CPU budget, or ``None`` when every method fixes its iterations.
+        overrides: ``key=value`` overrides applied to every run.
+        methods: the method entries in file order.
+    """
+
+    path: Path
+    name: str
+    out: Path
+    seeds: tuple[int, ...]
+    seed_keys: tuple[str, ...]
+    reference: str | None
+    budget: BudgetSpec | None
+    overrides: tuple[str, ...]
+    methods: tuple[MethodSpec, ...]
+
+    def method(self, name: str) -> MethodSpec:
+        """The method entry called ``name``."""
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    @property
+    def labeled_values(self) -> tuple[float, ...]:
+        """Every labeled amount of any method, ascending."""
+        return tuple(sorted({v for m in self.methods for v in m.labeled}))
+
+    def controlled_keys(self) -> tuple[str, ...]:
+        """Config keys the grid sets for each run; ``set`` entries may not touch them."""
+        keys = ["name", "output_dir", "split.labeled", "train.iterations", *self.seed_keys]
+        if self.budget is not None and self.budget.validations:
+            keys.append("train.val_every")
+        return tuple(keys)
+
+
+def format_labeled(value: float) -> str:
+    """A labeled amount as written in grid files and folder names: ``7``, ``0.1``, ``1``."""
+    return f"{value:g}"
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and validate a grid file.
+
+    Relative ``config`` paths are looked up in the current directory first, then next to the grid
+    file; ``out`` (default ``runs/benchmark/<name>``) is relative to the current directory.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type or invalid value, naming file and key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: grid file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (name, seeds, labeled, methods, ...)")
+    return _Parser(path).grid(raw)
+
+
+class _Parser:
+    """Validation of one grid file's content; every error names ``path`` and the key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {problem}")
+
+    def grid(self, raw: dict[str, Any]) -> GridSpec:
+        self._no_unknown(raw, _TOP_KEYS, "")
+        name = self._name(raw.get("name"), "name")
+        out = raw.get("out", f"runs/benchmark/{name}")
+        if not isinstance(out, str) or not out.strip():
+            raise self.error("out", f"expected a folder path, got {out!r}")
+        seeds = self._int_list(raw.get("seeds"), "seeds")
+        seed_keys = self._str_list(raw.get("seed_keys", ["train.seed"]), "seed_keys")
+        if not seed_keys:
+            raise self.error("seed_keys", "at least one config key (e.g. train.seed)")
+        default_labeled = None if raw.get("labeled") is None else self._labeled(raw["labeled"], "labeled")
+        budget = None if raw.get("budget") is None else self._budget(raw["budget"])
+        overrides = self._overrides(raw.get("set", []), "set")
+        methods_raw = raw.get("methods")
+        if not isinstance(methods_raw, dict) or not methods_raw:
+            raise self.error("methods", "expected a mapping of method entries (name: {config: ...})")
+        methods = tuple(
+            self._method(str(k), v, default_labeled, budget) for k, v in methods_raw.items()
+        )
+        self._same_labeled_kind(methods)
+        reference = raw.get("reference", "supervised" if "supervised" in methods_raw else None)
+        if reference is not None and reference not in methods_raw:
+            raise self.error("reference", f"{reference!r} is not a method of this grid ({', '.join(methods_raw)})")
+        spec = GridSpec(
+            path=path_of(self.path), name=name, out=Path(out), seeds=seeds, seed_keys=seed_keys,
+            reference=reference, budget=budget, overrides=overrides, methods=methods,
+        )
+        self._no_controlled_overrides(spec)
+        return spec
+
+    # -- pieces ------------------------------------------------------------------------------------------
+
+    def _no_unknown(self, raw: dict[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
+        for key in raw:
+            if key not in allowed:
+                raise self.error(f"{prefix}{key}", f"unknown key; valid keys here: {', '.join(allowed)}")
+
+    def _name(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not _SAFE_NAME.match(value):
+            raise self.error(key, f"expected a name of letters, digits, '_', '-', '.', got {value!r}")
+        return value
+
+    def _int_list(self, value: Any, key: str) -> tuple[int, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.error(key, f"expected a non-empty list of integers, got {value!r}")
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise self.error(key, f"expected integers, got {v!r}")
+        if len(set(value)) != len(value):
+            raise self.error(key, f"values repeat: {value}")
+        return tuple(value)
+
+    def _str_list(self, value: Any, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.error(key, f"expected a list of strings, got {value!r}")
+        return tuple(v.strip() for v in value)
+
+    def _labeled(self, value: Any, key: str) -> tuple[float, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.error(key, f"expected a non-empty list of split.labeled values, got {value!r}")
+        out = []
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise self.error(key, f"expected numbers (a count > 1 or a ratio in (0, 1]), got {v!r}")
+            if v <= 0 or (v > 1 and not float(v).is_integer()):
+                raise self.error(key, f"{v} is neither a whole count > 1 nor a ratio in (0, 1]")
+            out.append(float(v))
+        if len(set(out)) != len(out):
+            raise self.error(key, f"values repeat: {value}")
+        return tuple(out)
+
+    def _overrides(self, value: Any, key: str) -> tuple[str, ...]:
+        items = self._str_list(value, key)
+        for item in items:
+            try:
+                parse_override(item)
+            except ConfigError as e:
+                raise self.error(key, str(e)) from None
+        return items
+
+    def _budget(self, value: Any) -> BudgetSpec:
+        if not isinstance(value, dict):
+            raise self.error("budget", f"expected a mapping (cpu_seconds, calibration_steps, validations), got {value!r}")
+        self._no_unknown(value, _BUDGET_KEYS, "budget.")
+        cpu = value.get("cpu_seconds")
+        if isinstance(cpu, bool) or not isinstance(cpu, int | float) or cpu <= 0:
+            raise self.error("budget.cpu_seconds", f"expected a number of CPU seconds > 0, got {cpu!r}")
+        steps = value.get("calibration_steps", DEFAULT_CALIBRATION_STEPS)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps <= CALIBRATION_WARMUP_STEPS:
+            raise self.error(
+                "budget.calibration_steps",
+                f"expected an integer > {CALIBRATION_WARMUP_STEPS} (the first {CALIBRATION_WARMUP_STEPS} are "
+                f"warm-up and not measured), got {steps!r}",
+            )
+        validations = value.get("validations", 0)
+        if isinstance(validations, bool) or not isinstance(validations, int) or validations < 0:
+            raise self.error("budget.validations", f"expected an integer >= 0, got {validations!r}")
+        return BudgetSpec(float(cpu), steps, validations)
+
+    def _method(
+        self, name: str, value: Any, default_labeled: tuple[float, ...] | None, budget: BudgetSpec | None
+    ) -> MethodSpec:
+        key = f"methods.{name}"
+        self._name(name, key)
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a mapping with at least 'config', got {value!r}")
+        self._no_unknown(value, _METHOD_KEYS, f"{key}.")
+        config = self._config_path(value.get("config"), f"{key}.config")
+        if value.get("labeled") is not None:
+            labeled = self._labeled(value["labeled"], f"{key}.labeled")
+        elif default_labeled is not None:
+            labeled = default_labeled
+        else:
+            raise self.error(f"{key}.labeled", "no labeled amounts: give 'labeled' here or at the top of the grid")
+        iterations = value.get("iterations")
+        if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1):
+            raise self.error(f"{key}.iterations", f"expected an integer >= 1, got {iterations!r}")
+        if iterations is None and budget is None:
+            raise self.error(
+                f"{key}.iterations",
+                "no iteration count: fix 'iterations' for this method or give the grid a budget (budget.cpu_seconds)",
+            )
+        return MethodSpec(name, config, labeled, self._overrides(value.get("set", []), f"{key}.set"), iterations)
+
+    def _config_path(self, value: Any, key: str) -> Path:
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(key, f"expected the path of a YAML config, got {value!r}")
+        p = Path(value)
+        candidates = [p] if p.is_absolute() else [p, self.path.parent / p]
+        for c in candidates:
+            if c.is_file():
+                return path_of(c)
+        tried = " and ".join(str(c) for c in candidates)
+        raise self.error(key, f"config file not found (tried {tried})")
+
+    def _same_labeled_kind(self, methods: tuple[MethodSpec, ...]) -> None:
+        # Counts and ratios cannot share the figure's x axis or the tables' ordering.
+        values = {v for m in methods for v in m.labeled}
+        if any(v > 1 for v in values) and any(v <= 1 for v in values):
+            raise self.error(
+                "labeled", f"mixes patient counts (> 1) and ratios (<= 1): {sorted(values)}; use one kind per grid"
+            )
+
+    def _no_controlled_overrides(self, spec: GridSpec) -> None:
+        controlled = set(spec.controlled_keys())
+        sources = [("set", spec.overrides)] + [(f"methods.{m.name}.set", m.overrides) for m in spec.methods]
+        for key, items in sources:
+            for item in items:
+                dotted = parse_override(item)[0]
+                if dotted in controlled:
+                    raise self.error(key, f"{dotted} is set by the grid for each run and cannot be overridden")
+
+
+def path_of(p: Path) -> Path:
+    """``p`` made absolute without resolving symbolic links (error messages keep the user's names)."""
+    return p if p.is_absolute() else Path.cwd() / p

@@ -1,0 +1,236 @@
+"""Running a grid: one run after another, skipping finished runs and resuming an interrupted one.
+
+A grid is restartable at any moment: run folders hold checkpoints (the engine's), the grid state
+holds the calibrated iteration counts and the commits, and every output file is written
+atomically. Starting the same grid again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from uncol.atomic import atomic_write_text
+from uncol.benchmark.calibration import calibrate
+from uncol.benchmark.figure import plot_dice_vs_labeled
+from uncol.benchmark.grid import GridSpec, load_grid, path_of
+from uncol.benchmark.plan import (
+    PlannedRun,
+    RunStatus,
+    plan_runs,
+    read_summary,
+    run_config,
+    run_status,
+)
+from uncol.benchmark.results import collect_rows, write_csv
+from uncol.benchmark.state import STATE_NAME, GridLock, GridState, code_version
+from uncol.benchmark.tables import render_tables
+from uncol.config import Config
+from uncol.errors import ConfigError, UncolError
+from uncol.methods import get_method
+from uncol.runs import RunPaths, config_differences, load_run_config
+
+Echo = Callable[[str], None]
+RESULTS_CSV = "results.csv"
+TABLES_MD = "tables.md"
+FIGURE_PNG = "dice_vs_labeled.png"
+
+
+def run_grid(
+    grid: str | Path | GridSpec,
+    out: str | Path | None = None,
+    *,
+    only_report: bool = False,
+    dry_run: bool = False,
+    show_progress: bool = True,
+    echo: Echo = print,
+) -> dict[str, Any]:
+    """Train every run of a grid that is not finished, then write its CSV, tables and figure.
+
+    Args:
+        grid: a grid file (``docs/benchmark.md``) or a parsed grid.
+        out: the grid folder; default the grid's ``out``.
+        only_report: train nothing; rebuild the outputs from the finished runs.
+        dry_run: print the plan (each run's state and iterations) and write nothing.
+        show_progress: draw the training progress bars.
+        echo: receives one line per run and event.
+
+    Returns:
+        ``{"out", "runs": [{"name", "method", "labeled", "seed", "status"}, ...]}``, plus
+        ``results_csv``, ``tables`` and ``figure`` (paths) and ``rows`` unless ``dry_run``.
+    """
+    spec = grid if isinstance(grid, GridSpec) else load_grid(grid)
+    folder = path_of(Path(out) if out is not None else spec.out)
+    runs = plan_runs(spec, folder)
+    if dry_run:
+        _print_plan(spec, folder, runs, echo)
+    elif not only_report:
+        with GridLock(folder):
+            _GridRun(spec, folder, show_progress, echo).train(runs)
+    result: dict[str, Any] = {
+        "out": str(folder),
+        "runs": [
+            {"name": r.name, "method": r.method, "labeled": r.labeled, "seed": r.seed,
+             "status": run_status(r.run_dir).value}
+            for r in runs
+        ],
+    }
+    if not dry_run:
+        result.update(write_report(spec, folder, runs, echo))
+    return result
+
+
+class _GridRun:
+    """Training of the runs of one grid in one process."""
+
+    def __init__(self, spec: GridSpec, folder: Path, show_progress: bool, echo: Echo) -> None:
+        self.spec = spec
+        self.folder = folder
+        self.show_progress = show_progress
+        self.echo = echo
+        self.state = GridState(folder)
+        self.version = code_version()
+
+    def train(self, runs: list[PlannedRun]) -> None:
+        for i, run in enumerate(runs, 1):
+            self.run_one(run, f"[{i}/{len(runs)}] {run.describe()}")
+
+    def run_one(self, run: PlannedRun, prefix: str) -> None:
+        cfg = run_config(self.spec, run, self.iterations(run))
+        status = run_status(run.run_dir)
+        if status is RunStatus.FINISHED:
+            self._check_finished_config(run, cfg)
+            self.echo(f"{prefix}: skipped (finished: {_run_text(run.run_dir)})")
+            return
+        from uncol import api
+
+        if status is RunStatus.RESUME:
+            self.echo(f"{prefix}: resumed from its checkpoint ({cfg.train.iterations} steps in all)")
+            self.state.record_resume(run.name, self.version)
+        else:
+            if run.run_dir.exists():
+                # Files of a run killed before its first checkpoint: nothing to continue from.
+                shutil.rmtree(run.run_dir)
+            self.echo(f"{prefix}: started ({cfg.train.iterations} steps)")
+            self.state.record_start(run.name, self.version)
+        try:
+            api.train(cfg, resume=status is RunStatus.RESUME, run_dir=run.run_dir, show_progress=self.show_progress)
+        except ConfigError as e:
+            raise ConfigError(
+                f"{e}. The grid file or {self.state.path} changed since this run started: restore them, "
+                "or delete the run folder to train it again"
+            ) from None
+        if run_status(run.run_dir) is not RunStatus.FINISHED:
+            raise UncolError(f"{run.run_dir}: training ended without a test evaluation; the benchmark needs a test split")
+        self.echo(f"{prefix}: done ({_run_text(run.run_dir)})")
+
+    def iterations(self, run: PlannedRun) -> int:
+        """The pair's fixed or calibrated iteration count, calibrating it on first use."""
+        method = self.spec.method(run.method)
+        if method.iterations is not None:
+            return method.iterations
+        budget = self.spec.budget
+        assert budget is not None  # load_grid requires a budget for methods without iterations
+        stored = self.state.calibration(run.pair)
+        if stored is not None:
+            if stored.get("budget_cpu_seconds") != budget.cpu_seconds:
+                raise UncolError(
+                    f"{self.state.path}: calibration.{run.pair} fits a budget of {stored.get('budget_cpu_seconds')} "
+                    f"CPU seconds, the grid now gives {budget.cpu_seconds}: restore budget.cpu_seconds, or use "
+                    "another grid folder (--out) for the new budget"
+                )
+            return int(stored["iterations"])
+        self.echo(f"calibrating {run.pair}: {budget.calibration_steps} steps")
+        probe = run_config(self.spec, run, budget.calibration_steps + 1)
+        work = self.folder / "calibration" / run.name
+        entry = calibrate(probe, work, budget.calibration_steps, budget.cpu_seconds, self.version)
+        self.state.set_calibration(run.pair, entry)
+        self.echo(
+            f"calibrated {run.pair}: {entry['cpu_per_step']:.3g} CPU s/step -> {entry['iterations']} steps "
+            f"in {budget.cpu_seconds:g} CPU s"
+        )
+        return int(entry["iterations"])
+
+    def _check_finished_config(self, run: PlannedRun, cfg: Config) -> None:
+        diff = config_differences(load_run_config(run.run_dir), cfg, get_method(cfg.method.name).speed_options())
+        if diff:
+            raise UncolError(
+                f"{run.run_dir}: finished with a configuration that differs from the grid's in {', '.join(diff)}; "
+                f"restore the grid file (and {STATE_NAME}), or delete the run folder to train it again"
+            )
+
+
+def _run_text(run_dir: Path) -> str:
+    """``test Dice 81.23%, 12.3 CPU min, 400 steps`` of a run folder."""
+    summary = read_summary(run_dir) or {}
+    metrics_path = RunPaths(run_dir).metrics("test")
+    dice = None
+    if metrics_path.exists():
+        dice = json.loads(metrics_path.read_text())["summary"]["mean"]["dice"]["mean"]
+    dice_text = "n/a" if dice is None else f"{dice * 100:.2f}%"
+    cpu = summary.get("cpu_seconds")
+    cpu_text = "n/a" if cpu is None else f"{cpu / 60:.1f}"
+    return f"test Dice {dice_text}, {cpu_text} CPU min, {summary.get('steps_done')} steps"
+
+
+def _print_plan(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Echo) -> None:
+    state = GridState(folder)
+    echo(f"grid {spec.name}: {len(runs)} runs in {folder}")
+    for i, run in enumerate(runs, 1):
+        method = spec.method(run.method)
+        stored = state.calibration(run.pair)
+        if method.iterations is not None:
+            steps = f"{method.iterations} steps (fixed)"
+            run_config(spec, run, method.iterations)  # surfaces config errors before any training
+        elif stored is not None:
+            steps = f"{stored['iterations']} steps (calibrated)"
+            run_config(spec, run, int(stored["iterations"]))
+        else:
+            steps = "steps: to calibrate"
+            run_config(spec, run, 1)
+        echo(f"[{i}/{len(runs)}] {run.describe()}: {run_status(run.run_dir).value}, {steps}")
+
+
+def budget_note(spec: GridSpec, state: GridState) -> str:
+    """The sentence of ``tables.md`` that states the CPU budget each run got."""
+    fixed = [f"{m.name} ({m.iterations} steps)" for m in spec.methods if m.iterations is not None]
+    if spec.budget is None:
+        return (
+            "No CPU-time budget in this grid: every method trains a fixed number of steps, "
+            f"{', '.join(fixed)}; the CPU min column shows what each run used."
+        )
+    b = spec.budget
+    pairs = [
+        f"{pair}: {entry['iterations']} steps at {entry['cpu_per_step']:.3g} CPU s/step"
+        for pair, entry in sorted(state.data["calibration"].items())
+    ]
+    text = (
+        f"Every method in this grid gets the same CPU-time budget: {b.cpu_seconds:g} CPU seconds "
+        f"({b.cpu_seconds / 60:.1f} CPU minutes) of training steps per run, each (method, labeled) pair's "
+        f"step count calibrated to it ({b.calibration_steps}-step measurement; docs/benchmark.md)"
+    )
+    text += f": {'; '.join(pairs)}." if pairs else "."
+    if fixed:
+        text += f" Fixed step counts, not calibrated to the budget: {', '.join(fixed)}."
+    return text + " Validation and checkpoints come on top and are included in the CPU min column."
+
+
+def write_report(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Echo) -> dict[str, Any]:
+    """Write ``results.csv``, ``tables.md`` and ``dice_vs_labeled.png`` from the finished runs."""
+    state = GridState(folder)
+    rows = collect_rows(spec.name, runs, state)
+    csv_path = write_csv(rows, folder / RESULTS_CSV)
+    cells = list(dict.fromkeys((r.labeled, r.method) for r in sorted(runs, key=lambda r: r.labeled)))
+    text = render_tables(
+        rows, dataset=spec.name, cells=cells, seeds=spec.seeds, reference=spec.reference,
+        budget_note=budget_note(spec, state),
+    )
+    tables_path = atomic_write_text(folder / TABLES_MD, text)
+    figure_path = plot_dice_vs_labeled(rows, [m.name for m in spec.methods], folder / FIGURE_PNG, spec.name)
+    finished = len({(r["labeled"], r["method"], r["seed"]) for r in rows})
+    echo(f"report: {finished}/{len(runs)} runs finished; {csv_path}, {tables_path}, {figure_path}")
+    return {"results_csv": str(csv_path), "tables": str(tables_path), "figure": str(figure_path), "rows": len(rows)}
+
