@@ -31,3 +31,10 @@ def test_ema_warm_start_and_frozen():
     assert all(not p.requires_grad for p in ema.module.parameters())
     ema.train()
     assert not ema.module.training
+
+
+def test_ema_without_warm_up_uses_the_decay_from_the_first_step():
+    net = nn.Linear(2, 2)
+    ema = EMA(net, decay=0.99)
+    assert ema.update(net, step=0, warmup=False) == 0.99
+    assert ema.update(net, step=0) == 0.0

@@ -29,9 +29,16 @@ class EMA(nn.Module):
         self.module.eval()
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> float:
-        """Move the average towards ``model``; returns the momentum used."""
-        alpha = min(1.0 - 1.0 / (step + 1), self.decay)
+    def update(self, model: nn.Module, step: int, warmup: bool = True) -> float:
+        """Move the average towards ``model``; returns the momentum used.
+
+        Args:
+            model: the student.
+            step: zero-based step of the average (the warm-up's clock).
+            warmup: ``min(1 - 1 / (step + 1), decay)`` as the mean-teacher code; False: always ``decay``
+                (BCP's code, whose teacher starts from a pretrained student rather than a random one).
+        """
+        alpha = min(1.0 - 1.0 / (step + 1), self.decay) if warmup else self.decay
         for ema_p, p in zip(self.module.parameters(), model.parameters(), strict=True):
             ema_p.mul_(alpha).add_(p.detach(), alpha=1.0 - alpha)
         for ema_b, b in zip(self.module.buffers(), model.buffers(), strict=True):

@@ -36,3 +36,35 @@ def test_mix_keeps_image_and_label_aligned():
     img2, lab2 = mix(img_a, img_b, masks[:, None]), mix(lab_a, lab_b, masks)
     assert torch.equal(img2[:, 0] == 1, lab2 == 2)
     assert torch.equal(lab2[1] == 2, ~mask)
+
+
+@pytest.mark.parametrize("spatial", [(256, 200), (9, 6), (40, 56, 40), (6, 9, 3)])
+def test_box_size_and_position_bounds(spatial):
+    from uncol.data.copy_paste import box_mask, sample_box
+
+    rng = np.random.default_rng(0)
+    size = tuple(int(n * 2 / 3) for n in spatial)  # the authors' int(2/3 x side), per axis
+    starts = []
+    for _ in range(300):
+        box = sample_box(spatial, 2 / 3, rng)
+        assert box.size == size
+        assert all(0 <= s <= n - k for s, n, k in zip(box.start, spatial, size, strict=True))
+        m = box_mask(spatial, box)
+        assert m.shape == spatial and m.sum() == np.prod(size)
+        inside = tuple(slice(s, s + k) for s, k in zip(box.start, size, strict=True))
+        assert m[inside].all()  # one solid box: all of its pixels are inside the slices
+        starts.append(box.start)
+    starts = np.array(starts)
+    if max(spatial) < 10:  # small images: every position, both extremes included, is drawn
+        for axis, (n, k) in enumerate(zip(spatial, size, strict=True)):
+            assert set(starts[:, axis]) == set(range(n - k + 1))
+
+
+def test_box_sampling_is_reproducible_and_checks_its_fraction():
+    from uncol.data.copy_paste import sample_box
+
+    assert sample_box((64, 64), 0.5, np.random.default_rng(7)) == sample_box((64, 64), 0.5, np.random.default_rng(7))
+    assert sample_box((64, 64), 1.0, np.random.default_rng(7)).start == (0, 0)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError):
+            sample_box((8, 8), bad, np.random.default_rng(0))

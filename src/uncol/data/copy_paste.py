@@ -1,13 +1,16 @@
-"""Patch-wise copy-paste mixing (after Bai et al., "Bidirectional copy-paste", CVPR 2023, as UnCoL uses it).
+"""Copy-paste mixing of images and their labels (Bai et al., "Bidirectional copy-paste", CVPR 2023).
 
-A random subset of a grid of spatial patches (60% in UnCoL) is taken from one image and the rest from
-another; the label maps are mixed with the very same mask, so image and labels stay aligned.
-Sampling the mask (random) is separate from mixing (deterministic), as for every random transform.
+Two mask shapes: a random subset of a grid of spatial patches (60% in UnCoL), and the one box of BCP
+(2/3 of each side at a random position; a cuboid in 3D). Where the mask is set, pixels come from one
+image, elsewhere from another; label maps are mixed with the very same mask, so image and labels stay
+aligned. Sampling the mask (random) is separate from building and applying it (deterministic), as for
+every random transform.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -49,3 +52,37 @@ def mix(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     while m.ndim < a.ndim:
         m = m.unsqueeze(0)
     return torch.where(m, b, a)
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box (a rectangle in 2D, a cuboid in 3D): its first index and size per axis."""
+
+    start: tuple[int, ...]
+    size: tuple[int, ...]
+
+
+def sample_box(spatial: Sequence[int], fraction: float, rng: np.random.Generator) -> Box:
+    """Draw the one box of bidirectional copy-paste (Bai et al., CVPR 2023): ``int(fraction * n)`` per axis.
+
+    The authors' code (``generate_mask`` in ACDC_BCP_train.py, ``context_mask`` in BCP_utils.py) takes
+    2/3 of each side at a uniformly random position; the start here may also reach ``n - size`` (numpy's
+    exclusive ``randint`` bound there keeps the box one pixel off the far edge).
+
+    Args:
+        spatial: spatial shape of the images.
+        fraction: side of the box as a fraction of each image side, in (0, 1].
+        rng: generator to draw the position from.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"box fraction must be in (0, 1], got {fraction}")
+    size = tuple(max(1, int(int(n) * fraction)) for n in spatial)
+    start = tuple(int(rng.integers(0, int(n) - s + 1)) for n, s in zip(spatial, size, strict=True))
+    return Box(start=start, size=size)
+
+
+def box_mask(spatial: Sequence[int], box: Box) -> np.ndarray:
+    """Boolean mask of ``spatial`` shape, True inside ``box`` (the pasted region)."""
+    mask = np.zeros(tuple(int(n) for n in spatial), dtype=bool)
+    mask[tuple(slice(b, b + s) for b, s in zip(box.start, box.size, strict=True))] = True
+    return mask

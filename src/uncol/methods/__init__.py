@@ -11,8 +11,10 @@ from torch import nn
 
 from uncol.config import Config
 
-# Built-in methods register themselves on import.
-from uncol.methods import supervised, uncol  # noqa: F401
+# Built-in methods register themselves on import; supervised first, so that lists of methods start with
+# the lower bound.
+from uncol.methods import supervised  # noqa: F401  # isort: skip
+from uncol.methods import bcp, mean_teacher, ua_mt, uncol  # noqa: F401
 from uncol.methods.base import DataNeeds, StepContext, TrainingMethod
 from uncol.methods.registry import get_method, import_method_module, method_names, register_method
 
