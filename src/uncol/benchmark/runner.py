@@ -95,6 +95,10 @@ class _GridRun:
         self.version = code_version()
 
     def train(self, runs: list[PlannedRun]) -> None:
+        # Every pair's step cost is measured before any training, back to back, so that all of them
+        # see the same load on a shared machine (CPU time per step grows with contention).
+        for run in runs:
+            self.iterations(run)
         for i, run in enumerate(runs, 1):
             self.run_one(run, f"[{i}/{len(runs)}] {run.describe()}")
 
