@@ -111,7 +111,7 @@ def test_method_section_round_trips_through_yaml_and_overrides():
     assert config_from_dict(d).to_dict() == d
 
 
-def test_register_refuses_bad_and_taken_names():
+def test_register_refuses_bad_and_taken_names(scratch_registry):
     class Unnamed(TrainingMethod):
         name = "not a name"
 
@@ -126,7 +126,15 @@ def test_register_refuses_bad_and_taken_names():
     assert get_method("supervised").__name__ == "SupervisedMethod"
 
 
-def test_a_users_method_in_their_own_file_trains_evaluates_and_is_documented(tmp_path):
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made by a test are dropped after it (the registry is process-wide)."""
+    from uncol.methods import registry
+
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+
+
+def test_a_users_method_in_their_own_file_trains_evaluates_and_is_documented(tmp_path, scratch_registry):
     module = tmp_path / "my_methods.py"
     module.write_text(textwrap.dedent(USER_METHOD))
     values = tiny_values(tmp_path, name="entropy_min", module=str(module), entropy_min={"weight": 0.2})
