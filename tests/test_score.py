@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from uncol.cli import main
 from uncol.errors import DataError
 from uncol.scoring import score, write_json
 
@@ -50,8 +51,9 @@ def nifti_dirs(tmp_path: Path) -> tuple[Path, Path]:
 def test_nifti_folders_use_header_spacing(nifti_dirs: tuple[Path, Path]) -> None:
     pred, gt = nifti_dirs
     out = score(pred, gt)
-    assert set(out) == {"convention", "cases", "summary", "empty_cases"}
+    assert set(out) == {"convention", "cases", "summary", "empty_cases", "distance_unit", "failures"}
     assert out["convention"] == "standard"
+    assert out["distance_unit"] == "mm" and out["failures"] == []  # NIfTI headers carry spacing
     assert [c["case"] for c in out["cases"]] == ["a", "b"]
     a1 = out["cases"][0]["metrics"]["1"]
     assert a1["dice"] == pytest.approx(0.75)  # 3 of 4 slices overlap
@@ -110,32 +112,77 @@ def test_single_files(tmp_path: Path) -> None:
     ]
 
 
-def test_unmatched_cases(tmp_path: Path) -> None:
+def test_unmatched_cases_fail_alone(tmp_path: Path) -> None:
     label = _box((8, 8), (1, 1), (3, 3))
     for name in ("a", "b"):
         _png(tmp_path / "gt" / f"{name}.png", label)
     for name in ("a", "c"):
         _png(tmp_path / "pred" / f"{name}.png", label)
-    with pytest.raises(DataError, match=r"prediction missing for GT case\(s\) b.*extra prediction\(s\) c"):
-        score(tmp_path / "pred", tmp_path / "gt")
+    out = score(tmp_path / "pred", tmp_path / "gt")
+    assert [c["case"] for c in out["cases"]] == ["a"]
+    assert out["failures"] == [
+        {"case": "b", "prediction": None, "reference": str(tmp_path / "gt" / "b.png"),
+         "error": f"no prediction for this case in {tmp_path / 'pred'}"},
+        {"case": "c", "prediction": str(tmp_path / "pred" / "c.png"), "reference": None,
+         "error": f"no ground-truth file for this case in {tmp_path / 'gt'}"},
+    ]
 
 
 def test_shape_mismatch_names_files_and_shapes(tmp_path: Path) -> None:
     gt = _nifti(tmp_path / "gt" / "a.nii.gz", _box((10, 10, 4), (2, 2, 1), (3, 3, 2)))
     pred = _nifti(tmp_path / "pred" / "a.nii.gz", _box((10, 12, 4), (2, 2, 1), (3, 3, 2)))
-    with pytest.raises(DataError) as info:
+    with pytest.raises(DataError) as info:  # the only case fails: nothing to report
         score(tmp_path / "pred", tmp_path / "gt")
     msg = str(info.value)
+    assert "no case could be scored" in msg
     assert str(pred) in msg and str(gt) in msg
     assert "(10, 12, 4)" in msg and "(10, 10, 4)" in msg
 
 
+def test_a_corrupt_file_fails_its_case_only(tmp_path: Path, nifti_dirs: tuple[Path, Path], capsys) -> None:
+    pred, gt = nifti_dirs
+    bad = pred / "b.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:60])  # a download cut short
+    out = score(pred, gt)
+    assert [c["case"] for c in out["cases"]] == ["a"]
+    assert len(out["failures"]) == 1
+    failure = out["failures"][0]
+    assert failure["case"] == "b" and failure["prediction"] == str(bad) and failure["reference"] == str(gt / "b.nii.gz")
+    assert str(bad) in failure["error"] and "truncated" in failure["error"]
+    report = tmp_path / "s.json"
+    assert main(["score", str(pred), str(gt), "--json", str(report)]) == 1
+    err = capsys.readouterr().err
+    assert "1 case(s) could not be scored" in err and "b.nii.gz" in err
+    assert json.loads(report.read_text())["failures"][0]["case"] == "b"
+    assert main(["score", str(pred / "a.nii.gz"), str(gt / "a.nii.gz")]) == 0
+
+
+def test_labels_out_of_range_fail_their_case(nifti_dirs: tuple[Path, Path]) -> None:
+    pred, gt = nifti_dirs
+    out = score(pred, gt, num_classes=2)  # case a holds class 2, case b does not
+    assert [c["case"] for c in out["cases"]] == ["b"]
+    assert [f["case"] for f in out["failures"]] == ["a"] and "num_classes=2" in out["failures"][0]["error"]
+
+
+def test_distance_units(tmp_path: Path, nifti_dirs: tuple[Path, Path], capsys) -> None:
+    _png(tmp_path / "gt_png" / "x.png", _box((30, 30), (5, 5), (10, 10)))
+    _png(tmp_path / "pred_png" / "x.png", _box((30, 30), (5, 7), (10, 10)))
+    pngs = (tmp_path / "pred_png", tmp_path / "gt_png")
+    assert score(*pngs)["distance_unit"] == "px"  # 2D image files store no spacing
+    assert score(*pngs, spacing=(0.5, 0.5))["distance_unit"] == "mm"
+    assert score(*nifti_dirs)["distance_unit"] == "mm"
+    assert score(*nifti_dirs, convention="medpy")["distance_unit"] == "vox"
+    assert main(["score", *map(str, pngs)]) == 0
+    out = capsys.readouterr().out
+    assert "HD95 (px)" in out and "ASD (px)" in out and "mm" not in out
+    assert main(["score", *map(str, nifti_dirs)]) == 0
+    assert "HD95 (mm)" in capsys.readouterr().out
+
+
 def test_input_errors(tmp_path: Path, nifti_dirs: tuple[Path, Path]) -> None:
     pred, gt = nifti_dirs
-    with pytest.raises(DataError, match="spacing"):
+    with pytest.raises(DataError, match="no case could be scored.*spacing"):
         score(pred, gt, spacing=(1.0, 1.0))
-    with pytest.raises(DataError, match="num_classes=2"):
-        score(pred, gt, num_classes=2)
     with pytest.raises(DataError, match="both be files or both be folders"):
         score(pred / "a.nii.gz", gt)
     with pytest.raises(DataError, match="no such file"):

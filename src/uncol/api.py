@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uncol.config import Config, load_config
 from uncol.engine import Trainer
 from uncol.errors import UncolError
 from uncol.runs import RunPaths, load_run_config
+
+if TYPE_CHECKING:  # the prediction modules are imported when predict is called
+    from uncol.prediction_result import PredictionResult
 
 
 def resolve_config(config: str | Path | Config | None, overrides: Sequence[str] = ()) -> Config:
@@ -97,8 +100,14 @@ def evaluate(run_dir: str | Path, split: str = "test", **kwargs: Any) -> dict[st
     return evaluate_run(run_dir, split, **kwargs)
 
 
-def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any) -> list[Path]:
-    """Segment files with a trained run; see :func:`uncol.prediction.predict_files`."""
+def predict(
+    run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any
+) -> PredictionResult:
+    """Segment files with a trained run; see :func:`uncol.prediction.predict_files`.
+
+    Returns:
+        The files written per input and the inputs that failed (``.ok``, ``.masks``, ``.failures``).
+    """
     from uncol.prediction import predict_files
 
     return predict_files(run_dir, inputs, out_dir, **kwargs)

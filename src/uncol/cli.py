@@ -17,6 +17,26 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
+# The 2D mask encodings of uncol.data.readers.image2d.MASK_VALUES, listed here so that building the
+# parser imports no image library (a test checks that the two agree).
+_MASK_VALUES = ("palette", "index", "scaled")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads for torch (default: the run's train.threads if > 0, else the number of cores)")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's train.device)")
 
@@ -49,14 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=["best", "final"], default=None)
     p.add_argument("--convention", choices=["standard", "medpy"], default=None)
     p.add_argument("--save-predictions", action="store_true", help="write predicted masks into the run folder")
+    _add_threads(p)
     _add_device(p)
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("predict", help="segment image files with a trained run (geometry kept)")
     p.add_argument("run", help="run folder")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True, help="output folder for the masks")
+    p.add_argument("--out", required=True, help="output folder for the masks (maps go to OUT/maps/)")
     p.add_argument("--checkpoint", choices=["best", "final"], default=None)
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write entropy maps OUT/maps/<stem>_entropy.* (docs/prediction.md)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write class probabilities OUT/maps/<stem>_probabilities.*")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the softmax over every combination of flips")
+    p.add_argument("--mask-values", choices=list(_MASK_VALUES), default="palette",
+                   help="2D PNG masks: palette = class ids with a colour per class (default), "
+                        "index = plain class ids, scaled = classes spread over 0..255")
+    _add_threads(p)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an option of the run's config, e.g. --set eval.sw_batch_size=8 (repeatable)")
     _add_device(p)
     p.add_argument("--quiet", action="store_true")
 
@@ -165,7 +198,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from uncol import api
+    from uncol.runs import load_run_config
+    from uncol.threads import use_threads
 
+    # torch's default thread count oversubscribes the cores; training sets it, so evaluation does too.
+    use_threads(a.threads, load_run_config(a.run).train.threads)
     res = api.evaluate(
         a.run, a.split, checkpoint=a.checkpoint, convention=a.convention, device=a.device,
         save_predictions=a.save_predictions, show_progress=not a.quiet,
@@ -177,10 +214,18 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 def _cmd_predict(a: argparse.Namespace) -> int:
     from uncol import api
 
-    written = api.predict(a.run, a.inputs, a.out, checkpoint=a.checkpoint, device=a.device, show_progress=not a.quiet)
-    for p in written:
-        print(p)
-    print(f"{len(written)} mask(s) written to {a.out}")
+    res = api.predict(
+        a.run, a.inputs, a.out, checkpoint=a.checkpoint, device=a.device, show_progress=not a.quiet,
+        uncertainty=a.uncertainty, probabilities=a.probabilities, tta=a.tta, mask_values=a.mask_values,
+        threads=a.threads, overrides=a.overrides,
+    )
+    maps = sum(len(o.paths) - 1 for o in res.outputs)
+    print(f"{len(res.outputs)} mask(s) written to {a.out}" + (f", {maps} map(s) to {Path(a.out) / 'maps'}" if maps else ""))
+    if res.failures:
+        print(f"uncol: {len(res.failures)} input(s) failed:", file=sys.stderr)
+        for failure in res.failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -189,10 +234,15 @@ def _cmd_score(a: argparse.Namespace) -> int:
     from uncol.scoring import write_json
 
     res = api.score(a.pred, a.gt, spacing=a.spacing, convention=a.convention, num_classes=a.num_classes)
-    _print_metrics(f"{res['convention']} convention, {len(res['cases'])} case(s)", res)
+    _print_metrics(f"{res['convention']} convention, {len(res['cases'])} case(s), distances in {res['distance_unit']}", res)
     if a.json_out:
         write_json(res, a.json_out)
         print(f"JSON written to {a.json_out}")
+    if res["failures"]:
+        print(f"uncol: {len(res['failures'])} case(s) could not be scored:", file=sys.stderr)
+        for f in res["failures"]:
+            print(f"  {f['case']}: {f['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

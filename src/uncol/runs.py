@@ -4,11 +4,12 @@ Training writes a run folder; evaluation, prediction and export read one. Everyt
 folder's layout lives here, so readers of a run never import the trainer (docs/run_folder.md)::
 
     RUN/config.yaml  splits.json  log.csv  val.csv  tensorboard/  checkpoints/{latest,best,final}.pt
-        metrics_val.json  metrics_test.json  summary.json
+        metrics_val.json  metrics_test.json  metrics_<split>_cases.csv  uncertainty_<split>.json  summary.json
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 import yaml
 
 from uncol.config import Config, config_from_dict
-from uncol.errors import UncolError
+from uncol.errors import ConfigError, UncolError
 
 #: Version of the checkpoint format; a checkpoint of another version is refused by name.
 CHECKPOINT_VERSION = 1
@@ -27,6 +28,9 @@ RESUME_MAY_DIFFER = frozenset({
     "train.device", "train.num_workers", "train.threads", "train.amp", "output_dir",
     "teacher.device", "teacher.cache_dir", "teacher.batch_size",
 })
+#: Options that define the trained network (its layers, input channels, classes and input size):
+#: inference-time overrides may not change them, since the stored weights are built from them.
+NETWORK_DEFINING = ("model.", "data.in_channels", "data.num_classes", "train.patch_size")
 
 
 class RunPaths:
@@ -48,6 +52,10 @@ class RunPaths:
     def metrics(self, split: str) -> Path:
         """JSON file with the evaluation of ``split``."""
         return self.root / f"metrics_{split}.json"
+
+    def uncertainty(self, split: str) -> Path:
+        """JSON file with the reliability diagram and risk-coverage curves of ``split``'s evaluation."""
+        return self.root / f"uncertainty_{split}.json"
 
     def branch_point(self, step: int) -> Path:
         """Checkpoint kept at the step from which other runs may branch (see ``Trainer``'s ``branch_from``)."""
@@ -112,8 +120,35 @@ def load_run_config(run_dir: str | Path) -> Config:
     return config_from_dict(values)
 
 
-def load_weights(run_dir: str | Path, which: str = "best") -> tuple[Config, torch.nn.Module, dict[str, Any]]:
+def inference_config(stored: Config, overrides: Sequence[str] = ()) -> Config:
+    """A run's configuration with ``key=value`` overrides for inference (e.g. ``eval.sw_batch_size=8``).
+
+    Raises:
+        ConfigError: an invalid override, or one of an option in :data:`NETWORK_DEFINING`.
+    """
+    if not overrides:
+        return stored
+    cfg = config_from_dict(stored.to_dict(), list(overrides))
+    before, after = _flatten(stored.to_dict()), _flatten(cfg.to_dict())
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    fixed = [k for k in changed if k.startswith(NETWORK_DEFINING)]
+    if fixed:
+        raise ConfigError(
+            f"--set {', '.join(fixed)}: cannot be changed for a trained run (the stored weights were built with them)"
+        )
+    return cfg
+
+
+def load_weights(
+    run_dir: str | Path, which: str = "best", *, overrides: Sequence[str] = ()
+) -> tuple[Config, torch.nn.Module, dict[str, Any]]:
     """Network and config of a finished run, from ``checkpoints/{best,final}.pt``.
+
+    Args:
+        run_dir: the run folder.
+        which: ``best`` or ``final``.
+        overrides: ``key=value`` options applied to the returned configuration
+            (:func:`inference_config`); the network is built from the stored one.
 
     Returns:
         ``(config, network in eval mode on CPU, checkpoint metadata)``.
@@ -135,4 +170,4 @@ def load_weights(run_dir: str | Path, which: str = "best") -> tuple[Config, torc
     net.load_state_dict(state["network"])
     net.eval()
     meta = {k: v for k, v in state.items() if k not in ("network", "config")}
-    return cfg, net, meta
+    return inference_config(cfg, overrides), net, meta

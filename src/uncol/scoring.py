@@ -3,7 +3,8 @@
 Both arguments are files, or both are folders whose files are matched by case name (the file name
 without its extension(s), e.g. ``case_01`` for ``case_01.nii.gz``). Label maps are read with
 :func:`uncol.data.io.read_mask`, scored with :func:`uncol.metrics.compute_case_metrics` and the
-result is the :func:`uncol.metrics.summarize` report.
+result is the :func:`uncol.metrics.summarize` report, plus the unit of its distances and the pairs
+that could not be scored: a bad or missing file fails its own case only.
 """
 
 from __future__ import annotations
@@ -57,28 +58,38 @@ def _cases_in(folder: Path) -> dict[str, Path]:
     return cases
 
 
-def _pairs(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
-    """``(case name, prediction file, reference file)`` for two files or two matching folders."""
+def _failure(name: str, pred: Path | None, gt: Path | None, error: str) -> dict[str, Any]:
+    """A case that could not be scored, as listed in the report's ``failures``."""
+    return {
+        "case": name,
+        "prediction": None if pred is None else str(pred),
+        "reference": None if gt is None else str(gt),
+        "error": error,
+    }
+
+
+def _pairs(pred: Path, gt: Path) -> tuple[list[tuple[str, Path, Path]], list[dict[str, Any]]]:
+    """``(case name, prediction file, reference file)`` for two files or two folders, and the
+    unmatched cases of two folders as failures."""
     for path in (pred, gt):
         if not path.exists():
             raise DataError(path, "no such file or folder")
     if pred.is_file() and gt.is_file():
-        return [(case_id_of(gt), pred, gt)]
+        return [(case_id_of(gt), pred, gt)], []
     if not (pred.is_dir() and gt.is_dir()):
         raise DataError(
             pred, f"prediction and ground truth must both be files or both be folders (ground truth: {gt})"
         )
     pred_cases, gt_cases = _cases_in(pred), _cases_in(gt)
-    missing = sorted(set(gt_cases) - set(pred_cases))
-    extra = sorted(set(pred_cases) - set(gt_cases))
-    if missing or extra:
-        problems = []
-        if missing:
-            problems.append(f"prediction missing for GT case(s) {_listing(missing)}")
-        if extra:
-            problems.append(f"extra prediction(s) {_listing(extra)} with no GT file in {gt}")
-        raise DataError(pred, "; ".join(problems))
-    return [(name, pred_cases[name], gt_cases[name]) for name in sorted(gt_cases)]
+    failures = [
+        _failure(name, None, gt_cases[name], f"no prediction for this case in {pred}")
+        for name in sorted(set(gt_cases) - set(pred_cases))
+    ] + [
+        _failure(name, pred_cases[name], None, f"no ground-truth file for this case in {gt}")
+        for name in sorted(set(pred_cases) - set(gt_cases))
+    ]
+    pairs = [(name, pred_cases[name], gt_cases[name]) for name in sorted(gt_cases) if name in pred_cases]
+    return pairs, failures
 
 
 def _case_spacing(
@@ -133,11 +144,17 @@ def score(
         empty_one: standard-convention policy for a class in only one of them (``"zero"``/``"skip"``).
 
     Returns:
-        The :func:`uncol.metrics.summarize` report.
+        The :func:`uncol.metrics.summarize` report of the cases that could be scored, plus
+        ``distance_unit`` (``mm`` when every case had a spacing, from ``spacing`` or its GT
+        header; ``px`` for 2D and ``vox`` for 3D files without one or with the medpy convention;
+        ``mixed`` when cases differ) and ``failures``: one entry ``{case, prediction, reference,
+        error}`` per case that could not be scored (an unreadable file, a case without prediction
+        or without ground truth, different shapes, labels outside ``[0, num_classes)``, a bad
+        spacing); the other cases are scored.
 
     Raises:
-        DataError: missing or unreadable files, unmatched case names, shape mismatches, labels
-            outside ``[0, num_classes)``, an invalid spacing or option.
+        DataError: a missing argument path, a file paired with a folder, a folder without label
+            files, no case that could be scored at all, an invalid option.
     """
     if convention not in CONVENTIONS:
         raise DataError(None, f"unknown convention {convention!r} (expected one of {', '.join(CONVENTIONS)})")
@@ -153,42 +170,79 @@ def score(
         raise DataError(None, f"num_classes must be an integer >= 2, got {num_classes!r}")
 
     results: list[tuple[str, CaseResult]] = []
-    found_classes = 2
-    for name, pred_path, gt_path in _pairs(Path(pred), Path(gt)):
-        p, _ = read_mask(pred_path)
-        g, header_spacing = read_mask(gt_path)
-        if p.shape != g.shape:
-            raise DataError(
-                pred_path, f"prediction shape {p.shape} differs from ground truth {gt_path} shape {g.shape}"
-            )
-        if g.ndim not in (2, 3) or g.size == 0:
-            raise DataError(gt_path, f"label maps must be non-empty 2D or 3D arrays, got shape {g.shape}")
-        case_spacing = (
-            None if convention == "medpy" else _case_spacing(spacing, header_spacing, g.ndim, gt_path)
-        )
-        case_classes = max(int(p.max()), int(g.max())) + 1
-        if num_classes is not None and case_classes > num_classes:
-            bad = pred_path if int(p.max()) >= num_classes else gt_path
-            raise DataError(bad, f"label {case_classes - 1} is out of range for num_classes={num_classes}")
-        found_classes = max(found_classes, case_classes)
+    units: set[str] = set()
+    pairs, failures = _pairs(Path(pred), Path(gt))
+    for name, pred_path, gt_path in pairs:
         try:
-            res = compute_case_metrics(
-                p,
-                g,
-                num_classes if num_classes is not None else max(case_classes, 2),
-                spacing=case_spacing,
-                convention=convention,
-                empty_both=empty_both,
-                empty_one=empty_one,
+            res, unit = _score_pair(
+                pred_path, gt_path, spacing, convention, num_classes, empty_both, empty_one
             )
-        except ValueError as exc:  # e.g. negative labels: name the files rather than show a traceback
-            raise DataError(pred_path, f"{exc} (ground truth {gt_path})") from None
+        except DataError as exc:
+            failures.append(_failure(name, pred_path, gt_path, str(exc)))
+            continue
         results.append((name, res))
+        units.add(unit)
+    if not results:
+        listed = _listing([f"{f['case']} ({f['error']})" for f in failures])
+        raise DataError(Path(pred), f"no case could be scored: {listed}")
 
+    found_classes = max(2, *(len(res.metrics) + 1 for _, res in results))
     total_classes = num_classes if num_classes is not None else found_classes
     for _, res in results:
         _pad_classes(res, total_classes, convention, empty_both, empty_one)
-    return summarize(results, total_classes, convention)
+    report = summarize(results, total_classes, convention)
+    report["distance_unit"] = units.pop() if len(units) == 1 else "mixed"
+    report["failures"] = failures
+    return report
+
+
+def _distance_unit(convention: str, spacing: Sequence[float] | None, header: tuple[float, ...] | None, ndim: int) -> str:
+    """``mm`` with a physical spacing (given, or in the file), else pixels or voxels."""
+    if convention != "medpy" and (spacing is not None or header is not None):
+        return "mm"
+    return "px" if ndim == 2 else "vox"
+
+
+def _score_pair(
+    pred_path: Path,
+    gt_path: Path,
+    spacing: Sequence[float] | None,
+    convention: str,
+    num_classes: int | None,
+    empty_both: str,
+    empty_one: str,
+) -> tuple[CaseResult, str]:
+    """Metrics of one case with its own class count, and the unit of its distances.
+
+    Raises:
+        DataError: an unreadable file, different shapes, labels out of range, a bad spacing.
+    """
+    p, _ = read_mask(pred_path)
+    g, header_spacing = read_mask(gt_path)
+    if p.shape != g.shape:
+        raise DataError(
+            pred_path, f"prediction shape {p.shape} differs from ground truth {gt_path} shape {g.shape}"
+        )
+    if g.ndim not in (2, 3) or g.size == 0:
+        raise DataError(gt_path, f"label maps must be non-empty 2D or 3D arrays, got shape {g.shape}")
+    case_spacing = None if convention == "medpy" else _case_spacing(spacing, header_spacing, g.ndim, gt_path)
+    case_classes = max(int(p.max()), int(g.max())) + 1
+    if num_classes is not None and case_classes > num_classes:
+        bad = pred_path if int(p.max()) >= num_classes else gt_path
+        raise DataError(bad, f"label {case_classes - 1} is out of range for num_classes={num_classes}")
+    try:
+        res = compute_case_metrics(
+            p,
+            g,
+            num_classes if num_classes is not None else max(case_classes, 2),
+            spacing=case_spacing,
+            convention=convention,
+            empty_both=empty_both,
+            empty_one=empty_one,
+        )
+    except ValueError as exc:  # e.g. negative labels: name the files rather than show a traceback
+        raise DataError(pred_path, f"{exc} (ground truth {gt_path})") from None
+    return res, _distance_unit(convention, spacing, header_spacing, g.ndim)
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:

@@ -69,12 +69,22 @@ def read_mask(
     return read_mask2d(path, mask_mode), None
 
 
-def write_mask(path: str | Path, label: np.ndarray, reference: CaseData) -> Path:
+def write_mask(
+    path: str | Path,
+    label: np.ndarray,
+    reference: CaseData,
+    *,
+    mask_values: str = "index",
+    num_classes: int | None = None,
+) -> Path:
     """Write a predicted label map with the geometry of the image it was predicted from.
 
     NIfTI keeps the reference's affine and header (data type uint8, or int16 for many classes);
-    2D formats become a class-index PNG of the input's size (a ``.jpg`` path is written as ``.png``
-    because JPEG is lossy); HDF5 gets a ``label`` dataset. Every write is atomic.
+    2D formats become a PNG of the input's size (a ``.jpg`` path is written as ``.png`` because JPEG
+    is lossy) whose pixels encode the classes as ``mask_values`` says (``index``, ``scaled`` or
+    ``palette``: :func:`uncol.data.readers.image2d.write_png_label`; ``num_classes`` is the model's
+    class count, used by ``scaled`` and ``palette``); HDF5 gets a ``label`` dataset. NIfTI and HDF5
+    always hold class ids. Every write is atomic.
 
     Returns:
         The path actually written.
@@ -93,4 +103,4 @@ def write_mask(path: str | Path, label: np.ndarray, reference: CaseData) -> Path
         return write_nifti_label(path, label, reference)
     if fmt == "hdf5":
         return write_hdf5_label(path, label)
-    return write_png_label(path, label, reference)
+    return write_png_label(path, label, reference, mask_values=mask_values, num_classes=num_classes)

@@ -272,7 +272,8 @@ def format_table(summary_dict: dict[str, Any], class_names: Sequence[str] | None
 
     Rows are the foreground classes and their mean; columns Dice and Jaccard (percent), HD95 and
     ASD, each as ``mean ± std`` (with ``(n=K)`` when only K cases had a defined value), then the
-    counts of empty cases.
+    counts of empty cases. Distances are labelled with the report's ``distance_unit`` where it has
+    one, else ``vox`` for the medpy convention and ``mm`` for the standard one.
 
     Args:
         summary_dict: the output of :func:`summarize`.
@@ -299,7 +300,8 @@ def format_table(summary_dict: dict[str, Any], class_names: Sequence[str] | None
             f"{len(class_names)} class names given for {len(class_ids)} foreground classes "
             f"(give {len(class_ids) + 1} names, background first, or {len(class_ids)})"
         )
-    unit = "vox" if summary_dict["convention"] == "medpy" else "mm"
+    # A report may name its distance unit (uncol score: px for images without spacing).
+    unit = summary_dict.get("distance_unit") or ("vox" if summary_dict["convention"] == "medpy" else "mm")
     header = [
         "Class",
         "Dice (%)",

