@@ -146,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan (each run's state and steps) only")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per run remains)")
 
+    p = sub.add_parser("report", help="one self-contained HTML report of a run, or of runs side by side")
+    p.add_argument("run", help="run folder (evaluated first when its split has no evaluation yet)")
+    p.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="further runs shown side by side")
+    p.add_argument("--split", choices=["val", "test"], default="test")
+    p.add_argument("--out", default=None, help="HTML file (default: RUN/report_<split>[_compare].html)")
+    p.add_argument("--no-evaluate", action="store_true",
+                   help="fail instead of evaluating a run whose split has no (or an outdated) evaluation")
+    _add_device(p)
+    _add_threads(p)
+
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     c = csub.add_parser("show", help="print the resolved configuration")
@@ -316,6 +326,18 @@ def _cmd_benchmark(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(a: argparse.Namespace) -> int:
+    from uncol.report import build_report
+    from uncol.runs import load_run_config
+    from uncol.threads import use_threads
+
+    # The report predicts three cases (and evaluates unevaluated runs): the same thread count as evaluate.
+    use_threads(a.threads, load_run_config(a.run).train.threads)
+    path = build_report([a.run, *a.compare], out=a.out, split=a.split, device=a.device, evaluate=not a.no_evaluate)
+    print(f"report written to {path}")
+    return 0
+
+
 def _cmd_config(a: argparse.Namespace) -> int:
     from uncol.config import config_reference_markdown, load_config
 
@@ -336,6 +358,7 @@ COMMANDS = {
     "config": _cmd_config,
     "teacher": _cmd_teacher,
     "benchmark": _cmd_benchmark,
+    "report": _cmd_report,
 }
 
 

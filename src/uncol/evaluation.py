@@ -1,4 +1,13 @@
-"""Evaluation of a trained run on whole cases of its validation or test split."""
+"""Evaluation of a trained run on whole cases of its validation or test split.
+
+Besides the overlap and surface metrics of each case, evaluation scores the calibration of the
+softmax probabilities and how well voxel-wise uncertainty points at the wrong voxels
+(:mod:`uncol.uncertainty_evaluation`; docs/metrics.md). It writes, in the run folder:
+
+* ``metrics_<split>[_<convention>].json``: the metrics report, with an ``"uncertainty"`` entry;
+* ``metrics_<split>[_<convention>]_cases.csv``: one row per case;
+* ``uncertainty_<split>.json``: reliability-diagram data and risk-coverage curves.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +18,22 @@ import torch
 from tqdm.auto import tqdm
 
 from uncol.atomic import atomic_write_json
+from uncol.case_table import case_rows, write_case_table
+from uncol.case_uncertainty import deterministic_maps, mc_dropout_maps
 from uncol.data.io import write_mask
 from uncol.data.readers import load_case
 from uncol.data.splits import load_splits
 from uncol.devices import select_device
 from uncol.errors import UncolError
-from uncol.inference import predict_labels
-from uncol.metrics import compute_case_metrics, summarize
+from uncol.inference import predict_probabilities
+from uncol.metrics import compute_case_metrics, dropout_layers, summarize
 from uncol.runs import RunPaths, load_run_config, load_weights
+from uncol.uncertainty_evaluation import NO_DROPOUT, UncertaintyEvaluation
+
+#: MC-dropout passes per case (networks with dropout only): each is one whole-case inference.
+MC_PASSES = 8
+#: Seed of the MC-dropout masks (case ``i`` uses ``MC_SEED + i``), so evaluations are reproducible.
+MC_SEED = 0
 
 
 def evaluate_run(
@@ -28,6 +45,7 @@ def evaluate_run(
     save_predictions: bool = False,
     show_progress: bool = True,
     max_cases: int = 0,
+    mc_passes: int = MC_PASSES,
 ) -> dict[str, Any]:
     """Predict every case of ``split`` with the run's selected weights and score it.
 
@@ -41,10 +59,15 @@ def evaluate_run(
             case's geometry.
         show_progress: draw a progress bar.
         max_cases: score at most this many cases (0 = all).
+        mc_passes: MC-dropout passes per case when the network has dropout (each costs one more
+            inference of the case); at least 2.
 
     Returns:
-        The metrics dict (see :func:`uncol.metrics.summarize`) plus ``split``, ``checkpoint`` and
-        ``checkpoint_step``; it is also written to ``RUN/metrics_<split>[_<convention>].json``.
+        The metrics dict (see :func:`uncol.metrics.summarize`) plus ``split``, ``checkpoint``,
+        ``checkpoint_step`` and ``uncertainty`` (see
+        :meth:`uncol.uncertainty_evaluation.UncertaintyEvaluation.summary`); it is also written to
+        ``RUN/metrics_<split>[_<convention>].json``, with the per-case CSV and
+        ``RUN/uncertainty_<split>.json`` beside it.
     """
     paths = RunPaths(run_dir)
     which = checkpoint or load_run_config(run_dir).eval.checkpoint
@@ -60,25 +83,45 @@ def evaluate_run(
         cases = cases[:max_cases]
     dev = select_device(device or cfg.train.device)
     net.to(dev)
+    layers = dropout_layers(net)
+    mc = (
+        {"available": True, "passes": mc_passes, "seed": MC_SEED, "dropout_layers": len(layers), "p": cfg.model.dropout}
+        if layers
+        else {"available": False, "reason": NO_DROPOUT}
+    )
+    uncertainty = UncertaintyEvaluation(cfg.data.num_classes, mc)
     results = []
+    calibration = {}
     pred_dir = paths.root / f"predictions_{split}"
-    for case in tqdm(cases, desc=f"evaluate {split}", disable=not show_progress, dynamic_ncols=True):
+    for i, case in enumerate(
+        tqdm(cases, desc=f"evaluate {split}", disable=not show_progress, dynamic_ncols=True)
+    ):
         if case.label_path is None:
             raise UncolError(f"{case.image_path}: case {case.case_id} of the {split} split has no label")
         data = load_case(case, cfg.data)
-        pred = predict_labels(net, data, cfg, dev)
+        probs = predict_probabilities(net, data, cfg, dev)
+        pred = probs.argmax(axis=0).astype("uint8")
         spacing = None if conv == "medpy" else data.spacing
         res = compute_case_metrics(
             pred, data.label, cfg.data.num_classes, spacing=spacing, convention=conv,
             empty_both=cfg.eval.empty_both, empty_one=cfg.eval.empty_one,
         )
         results.append((case.case_id, res))
+        maps = deterministic_maps(probs)
+        if layers:
+            maps.update(mc_dropout_maps(net, data, cfg, dev, mc_passes, seed=MC_SEED + i))
+        values = uncertainty.add_case(case.case_id, probs, data.label, maps)
+        calibration[case.case_id] = uncertainty.case_row(values)
         if save_predictions:
             write_mask(pred_dir / _prediction_name(case.image_path), pred, data)
     out = summarize(results, cfg.data.num_classes, conv)
     out.update({"split": split, "checkpoint": which, "checkpoint_step": meta.get("step")})
-    name = f"metrics_{split}.json" if conv == cfg.eval.convention else f"metrics_{split}_{conv}.json"
-    atomic_write_json(paths.root / name, out)
+    out["uncertainty"] = uncertainty.summary()
+    name = f"metrics_{split}" if conv == cfg.eval.convention else f"metrics_{split}_{conv}"
+    atomic_write_json(paths.root / f"{name}.json", out)
+    write_case_table(paths.root / f"{name}_cases.csv", case_rows(out["cases"], calibration))
+    curves = {"split": split, "checkpoint": which, "checkpoint_step": meta.get("step"), **uncertainty.curves()}
+    atomic_write_json(paths.uncertainty(split), curves)
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return out
