@@ -162,7 +162,8 @@ def test_3d_training_evaluation_and_prediction_keep_geometry(tmp_path):
 
     src = sorted((Path(data.root) / data.images_dir).glob("*.nii.gz"))[0]
     out = predict(run, [src], tmp_path / "pred", show_progress=False)
-    ref_img, pred_img = nib.load(src), nib.load(out[0])
+    assert out.ok and not out.failures
+    ref_img, pred_img = nib.load(src), nib.load(out.masks[0])
     assert pred_img.shape == ref_img.shape[:3]
     assert (pred_img.affine == ref_img.affine).all()
     assert pred_img.header.get_zooms()[:3] == ref_img.header.get_zooms()[:3]
