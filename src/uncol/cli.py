@@ -108,6 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(c)
     c.add_argument("--json", dest="json_out", default=None, help="also write the report as JSON")
 
+    p = sub.add_parser("init", help="inspect a dataset and write a commented config planned for it and this machine")
+    p.add_argument("data", help="dataset folder (layout auto-detected, as by `uncol data check`)")
+    p.add_argument("--labeled", type=float, default=None, metavar="N|FRACTION",
+                   help="labeled training patients: a count > 1 or a ratio in (0, 1] (default: all for supervised, "
+                        "10%% for semi-supervised methods)")
+    p.add_argument("--method", default="supervised",
+                   help="training method: supervised, uncol, mean_teacher, ua_mt, bcp, ... (default: supervised)")
+    p.add_argument("--out", default=None, help="config file to write (default: ./<dataset>_<method>.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config file")
+
+    p = sub.add_parser("export", help="export a trained run's network (UnCoL: the student) to ONNX, verified")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default: onnx)")
+    p.add_argument("--out", default=None, help="file to write (default: RUN/export/<checkpoint>.onnx)")
+    p.add_argument("--checkpoint", choices=["best", "final"], default="best")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: 17)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="largest |logit difference| accepted between ONNX Runtime and PyTorch (default: 1e-3)")
+
     p = sub.add_parser("demo", help="train and evaluate on real MRI shipped with nilearn (no download)")
     p.add_argument("--out", default="runs", help="parent folder of the demo data and run (default: runs)")
     p.add_argument("--iterations", type=int, default=None, help="training steps (default: 800 uncol, 2000 supervised)")
@@ -261,11 +280,71 @@ def _cmd_data(a: argparse.Namespace) -> int:
 
     report = api.check_data(a.path, a.overrides)
     print(report.to_text())
+    out = report.to_dict()
+    preview_ok = True
+    if Path(a.path).is_file():  # a config: show the split it makes, as `uncol init` does
+        from uncol.config import load_config
+        from uncol.planning import split_preview
+
+        try:
+            preview = split_preview(load_config(a.path, a.overrides))
+        except UncolError as e:
+            print(f"\nSplit: cannot be made as configured: {e}")
+            preview_ok = False
+        else:
+            print(f"\n{preview.to_text(a.path)}")
+            out["split_preview"] = preview.to_dict()
     if a.json_out:
         from uncol.atomic import atomic_write_json
 
-        atomic_write_json(a.json_out, report.to_dict())
-    return 0 if report.ok else 1
+        atomic_write_json(a.json_out, out)
+    return 0 if report.ok and preview_ok else 1
+
+
+def _cmd_init(a: argparse.Namespace) -> int:
+    import datetime
+
+    from uncol.planning import plan_dataset, split_preview, write_config
+    from uncol.planning.plan import default_name
+    from uncol.planning.summary import choices_text, dataset_text
+
+    out = Path(a.out) if a.out else Path(f"{default_name(a.data, a.method)}.yaml")
+    if out.exists() and not a.force:  # checked first: planning loads the whole dataset
+        raise UncolError(f"{out}: already exists; choose another --out or add --force")
+    plan = plan_dataset(a.data, labeled=a.labeled, method=a.method)
+    print(dataset_text(plan))
+    header = [
+        f"Written by `uncol init {a.data} --method {a.method}` on {datetime.date.today().isoformat()}, planned for",
+        f"{plan.budget.describe() if plan.budget else 'this machine'}.",
+        f"Dataset: {plan.fingerprint.layout_text() if plan.fingerprint else plan.config.data.root}.",
+        "Each comment says why a value was chosen; options not listed keep their defaults (docs/configuration.md).",
+        f"Next: uncol data check {out}   then   uncol train {out}",
+    ]
+    write_config(out, plan.config, plan.notes, header)
+    print(f"\n{choices_text(plan)}\n")
+    ok = plan.fingerprint is None or plan.fingerprint.report.ok
+    try:
+        print(split_preview(plan.config).to_text(str(out)))
+    except UncolError as e:  # e.g. a dataset whose problems stop discovery: the config is still written
+        print(f"Split: cannot be made yet: {e}")
+        ok = False
+    print(f"\nconfig written to {out} (loads and validates); next: uncol data check {out}, then uncol train {out}")
+    return 0 if ok else 1
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from uncol.export import DEFAULT_OPSET, PARITY_TOLERANCE, export_onnx
+
+    tolerance = PARITY_TOLERANCE if a.tolerance is None else a.tolerance
+    res = export_onnx(a.run, a.out, which=a.checkpoint, opset=a.opset or DEFAULT_OPSET, tolerance=tolerance)
+    p = res.parity
+    print(f"exported the {res.checkpoint} weights of {a.run} ({res.metadata.get('arch')}) to {res.path}")
+    print(f"input {res.input_shape} (named axes are free), opset {res.metadata.get('opset')}")
+    print(
+        f"ONNX Runtime vs PyTorch on {res.inputs}: max |logit difference| {p.max_abs_diff:.2g} "
+        f"(tolerance {p.tolerance:g}; logits up to {p.max_abs_logit:.3g}), same label on {100 * p.label_agreement:.2f}% of pixels"
+    )
+    return 0
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
@@ -354,6 +433,8 @@ COMMANDS = {
     "predict": _cmd_predict,
     "score": _cmd_score,
     "data": _cmd_data,
+    "init": _cmd_init,
+    "export": _cmd_export,
     "demo": _cmd_demo,
     "config": _cmd_config,
     "teacher": _cmd_teacher,

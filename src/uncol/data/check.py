@@ -6,6 +6,7 @@ dataset can be fixed in one pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,12 +221,19 @@ class _Stats:
             }
 
 
-def check_dataset(data_cfg: DataConfig, load_all: bool = True) -> CheckReport:
+def check_dataset(
+    data_cfg: DataConfig,
+    load_all: bool = True,
+    on_case: Callable[[str, Case, CaseData], None] | None = None,
+) -> CheckReport:
     """Check a dataset: discover and (optionally) load every case, collecting all problems.
 
     Args:
         data_cfg: dataset options (e.g. from a run config or :func:`uncol.data.layout.detect_layout`).
         load_all: load every case (slower, finds content problems); else only list the files.
+        on_case: called with ``(role, case, data)`` for every case loaded without error, so that a
+            caller needing more than the report (``uncol init``'s dataset fingerprint) reads the
+            dataset once.
 
     Returns:
         The report; ``report.ok`` is False when any problem was found.
@@ -251,7 +259,7 @@ def check_dataset(data_cfg: DataConfig, load_all: bool = True) -> CheckReport:
         stats = _Stats(data_cfg.num_classes)
         # image2d datasets are 2D by definition: a 3D file (e.g. NIfTI in unlabeled_dir) is a problem.
         expect = 2 if data_cfg.format == "image2d" else None
-        for cases in discovered.roles().values():
+        for role, cases in discovered.roles().items():
             for case in cases:
                 try:
                     data = load_case(case, data_cfg, expect_ndim=expect)
@@ -264,6 +272,8 @@ def check_dataset(data_cfg: DataConfig, load_all: bool = True) -> CheckReport:
                         f"image has {data.image.shape[0]} channel(s) but data.in_channels={data_cfg.in_channels}",
                     )
                 stats.add(data)
+                if on_case is not None:
+                    on_case(role, case, data)
         stats.fill(report)
     report.problems = list(problems.items)
     return report
