@@ -134,17 +134,24 @@ class MeanTeacher(TrainingMethod):
         gen = step_generator(self.cfg.train.seed, ctx.step, stream, xu.device)
         return teacher_noise(xu, self.options.noise_std, self.options.noise_clip, gen)
 
+    def consistency(
+        self, p_student: torch.Tensor, p_teacher: torch.Tensor, batch: dict[str, Any], ctx: StepContext
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The consistency loss on the unlabeled images and the extra scalars to log (variants override it)."""
+        return softmax_mse(p_student, p_teacher), {}
+
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         logits_l, logits_u = self.student_outputs(batch)
         loss_sup = self.sup_loss(logits_l, batch["label"])
         p_teacher = torch.softmax(self.teacher_forward(self.noisy_unlabeled(batch, ctx)).float(), dim=1)
-        loss_cons = softmax_mse(torch.softmax(logits_u.float(), dim=1), p_teacher)
+        loss_cons, logged = self.consistency(torch.softmax(logits_u.float(), dim=1), p_teacher, batch, ctx)
         w = self.options.consistency_weight * self.consistency_ramp(ctx.step)
         return {
             "loss": loss_sup + w * loss_cons,
             "loss_sup": loss_sup.detach(),
             "loss_cons": loss_cons.detach(),
             "w_cons": torch.tensor(w),
+            **logged,
         }
 
     def after_step(self, ctx: StepContext) -> None:

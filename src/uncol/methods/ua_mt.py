@@ -96,20 +96,15 @@ class UAMT(MeanTeacher):
             probs.extend(p.chunk(copies))
         return predictive_entropy(torch.stack(probs))
 
-    def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
-        logits_l, logits_u = self.student_outputs(batch)
-        loss_sup = self.sup_loss(logits_l, batch["label"])
-        p_teacher = torch.softmax(self.teacher_forward(self.noisy_unlabeled(batch, ctx)).float(), dim=1)
+    def consistency(
+        self, p_student: torch.Tensor, p_teacher: torch.Tensor, batch: dict[str, Any], ctx: StepContext
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The squared softmax difference on the pixels where the teacher's uncertainty is below the threshold."""
         uncertainty = self.uncertainty(batch["unlabeled_image"], ctx)
         threshold = self.threshold(ctx.step)
         confident = uncertainty < threshold
-        loss_cons = gated_softmax_mse(torch.softmax(logits_u.float(), dim=1), p_teacher, confident)
-        w = self.options.consistency_weight * self.consistency_ramp(ctx.step)
-        return {
-            "loss": loss_sup + w * loss_cons,
-            "loss_sup": loss_sup.detach(),
-            "loss_cons": loss_cons.detach(),
-            "w_cons": torch.tensor(w),
+        loss = gated_softmax_mse(p_student, p_teacher, confident)
+        return loss, {
             "threshold": torch.tensor(threshold),
             "confident": confident.float().mean(),
             "uncertainty": uncertainty.mean(),
