@@ -78,7 +78,7 @@ def train(
     if run_dir is None:
         run_dir = Path(config) if (not isinstance(config, Config) and Path(config).is_dir()) else run_dir_of(cfg)
     summary = Trainer(cfg, run_dir, resume=resume, show_progress=show_progress, stop_after=stop_after,
-                      checkpoint_on_stop=True, branch_from=branch_from).fit()
+                      checkpoint_on_stop=True, branch_from=branch_from, scored_splits=evaluate_splits).fit()
     out: dict[str, Any] = {"run_dir": str(run_dir), "train": summary.to_json()}
     if summary.steps_done < summary.iterations:
         return out  # stopped early on request: nothing final to evaluate yet

@@ -79,6 +79,14 @@ class DataConfig:
     normalize: Literal["none", "zscore", "minmax", "percentile"] = option(
         "zscore", "Per-case intensity normalisation applied before the network."
     )
+    on_bad_case: Literal["error", "exclude"] = option(
+        "error",
+        "Training reads every case of every split it uses before the first step. A case it cannot use "
+        "(unreadable or truncated file, missing label or image, shape/spacing/affine mismatch, label values "
+        "outside the classes, NaN/Inf intensities, 2D/3D mismatch...): 'error' stops the run listing every "
+        "such case; 'exclude' leaves them out of the split and lists them in RUN/excluded_cases.json "
+        "(docs/bad_input.md).",
+    )
 
 
 @dataclass

@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import math
 import random
+import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,25 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from uncol.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+from uncol.checkpoints import load_checkpoint, state_dict_mismatch
 from uncol.config import Config, config_from_dict
-from uncol.data.index import discover
+from uncol.data.index import Problems, scan
+from uncol.data.preflight import (
+    DISCOVERY,
+    BadCase,
+    bad_cases_error,
+    case_problem,
+    discovery_problems,
+    load_checked,
+    without_bad_cases,
+    write_excluded,
+)
 from uncol.data.readers import load_case
 from uncol.data.splits import Splits, load_splits, make_splits, save_splits
 from uncol.data.training import SampleSet, StepBatches
-from uncol.data.types import CaseData
+from uncol.data.types import Case, CaseData
 from uncol.devices import select_device
-from uncol.errors import ConfigError, UncolError
+from uncol.errors import ConfigError, DataError, UncolError
 from uncol.inference import predict_labels
 from uncol.methods import StepContext, TrainingMethod, build_method, get_method
 from uncol.metrics import compute_dice
@@ -58,17 +71,36 @@ def seed_everything(seed: int) -> None:
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """All global RNG states, for checkpoints."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """All global RNG states, for checkpoints.
+
+    Stored as tensors and plain data only (the NumPy state's ``uint32`` key array as an int64 tensor),
+    so that checkpoints load with ``torch.load(weights_only=True)`` (uncol.checkpoints).
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+    """Inverse of :func:`capture_rng_state` (also reads the tuple that older checkpoints hold)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    npy = state["numpy"]
+    if isinstance(npy, dict):
+        keys = np.asarray(npy["keys"].numpy(), dtype=np.uint32)
+        npy = (npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
+    np.random.set_state(npy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -185,6 +217,9 @@ class Trainer:
             from its stage-1 checkpoint ``checkpoints/step<N>.pt``) and in speed-only options; the
             splits, logs and best weights up to that step are carried over, so the result equals a
             run from scratch with the new configuration.
+        scored_splits: splits scored once training ends (``uncol.api.train``'s ``evaluate_splits``):
+            their cases must have labels, which the check before training verifies for the test split
+            (validation cases always need them).
     """
 
     def __init__(
@@ -196,8 +231,10 @@ class Trainer:
         stop_after: int | None = None,
         checkpoint_on_stop: bool = False,
         branch_from: str | Path | None = None,
+        scored_splits: Sequence[str] = ("val", "test"),
     ) -> None:
         self.cfg = cfg
+        self.scored_splits = tuple(scored_splits)
         self.branch_from = None if branch_from is None else branch_checkpoint(Path(branch_from))
         self.paths = RunPaths(run_dir)
         self.resume = resume
@@ -213,18 +250,20 @@ class Trainer:
         self.images_seen = {"labeled": 0, "unlabeled": 0}  # images drawn into training batches, likewise
         self._val_cases: list[CaseData] | None = None
         self._branching = False  # setting up from branch_from (not resuming this run's own checkpoint)
+        self._state_path: Path | None = None  # the checkpoint restored from
+        self.excluded: list[BadCase] = []  # cases left out by data.on_bad_case=exclude when the run started
         self._branch_step = 0  # step at which the method's deferred options start (0: none)
 
     # -- set-up ------------------------------------------------------------------------------------------
 
-    def _prepare_run_folder(self) -> dict[str, Any] | None:
+    def _read_state(self) -> dict[str, Any] | None:
+        """The checkpoint to continue from (this run's, or the branch source's); writes nothing."""
         p = self.paths
         if p.latest.exists() and not self.resume:
             raise UncolError(
                 f"{p.root}: this run folder already has a checkpoint; pass --resume to continue it "
                 "or choose another run name (--set name=...)"
             )
-        p.root.mkdir(parents=True, exist_ok=True)
         state = None
         if self.resume and p.latest.exists():
             state = read_checkpoint(p.latest)
@@ -232,12 +271,13 @@ class Trainer:
             diff = config_differences(saved, self.cfg, get_method(self.cfg.method.name).speed_options())
             if diff:
                 raise ConfigError(
-                    f"{p.root}: cannot resume with a different configuration; changed options: {', '.join(diff)}"
+                    f"{p.latest}: cannot resume with a different configuration; changed options: {', '.join(diff)}"
                 )
+            self._state_path = p.latest
         elif self.branch_from is not None:
             state = read_checkpoint(self.branch_from)
             self._branching = True
-        atomic_write_text(p.config, self.cfg.to_yaml())
+            self._state_path = self.branch_from
         return state
 
     def _check_branch(self, state: dict[str, Any]) -> list[str]:
@@ -275,12 +315,11 @@ class Trainer:
                 atomic_write_text(b, a.read_text())  # CsvLog then drops the rows after the branch step
         best = state.get("best")
         if best is None and src_run.best.exists():
-            try:
-                candidate = torch.load(src_run.best, map_location="cpu", weights_only=False)
-            except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-                raise UncolError(f"{src_run.best}: unreadable weights file ({type(e).__name__}: {e})") from None
+            candidate = load_checkpoint(src_run.best, "weights file")
             if isinstance(candidate, dict) and candidate.get("step") == state["best_step"]:
                 best = candidate
+        if src_run.excluded_cases.exists():  # the splits copied over were made without these cases
+            atomic_write_text(p.excluded_cases, src_run.excluded_cases.read_text())
         p.checkpoints.mkdir(parents=True, exist_ok=True)
         if best is not None:
             atomic_torch_save({**best, "config": self.cfg.to_dict()}, p.best)
@@ -291,40 +330,120 @@ class Trainer:
             {"checkpoint": str(self.branch_from), "step": int(state["step"]), "changed_options": diff},
         )
 
-    def _make_splits(self) -> Splits:
+    def _make_splits(self, bad: list[BadCase]) -> tuple[Splits, bool]:
+        """The run's splits, and whether they are made now (not read from this run or the branch source).
+
+        Splits made now come from a discovery that collects every problem into ``bad`` (a missing or
+        orphan label, an unreadable header...) instead of stopping at the first; nothing is saved yet.
+        """
         p = self.paths
         if p.splits.exists() and (self.resume or p.latest.exists()):
-            return load_splits(p.splits)
+            return load_splits(p.splits), False
         if self._branching:
             src = RunPaths(self.branch_from.parent.parent).splits
             if not src.exists():
                 raise UncolError(f"{self.branch_from}: not inside a run folder (no {src})")
-            splits = load_splits(src)
-            save_splits(p.splits, splits)
-            return splits
-        splits = make_splits(discover(self.cfg.data), self.cfg.split)
-        save_splits(p.splits, splits)
-        return splits
+            return load_splits(src), False
+        problems = Problems(strict=False)
+        discovered = scan(self.cfg.data, problems)
+        bad += discovery_problems(problems)
+        try:
+            return make_splits(discovered, self.cfg.split), True
+        except DataError as e:
+            if not bad:
+                raise
+            # Too few cases left once the problems found are set aside: list those, which are the cause.
+            split_problem = BadCase(DISCOVERY, e.path, f"cannot split what is left: {e.problem}", excludable=False)
+            raise bad_cases_error([*bad, split_problem], "error", resumed=False) from None
+
+    def _check_data(self, bad: list[BadCase], new_splits: bool) -> None:
+        """Check the val and test cases, then stop on any problem or leave the bad cases out.
+
+        The labeled and unlabeled cases were checked while loading them into memory (their problems
+        are in ``bad`` already); validation keeps the val cases it checked.
+        """
+        cfg = self.cfg
+        bar = self._bar_factory()
+        keep = cfg.train.val_max_cases if cfg.train.val_max_cases > 0 else -1
+        with bar(total=len(self.splits.val), desc="checking val cases", leave=False) as pb:
+            self._val_cases = load_checked(
+                self.splits.val, cfg, "val", bad, keep=keep, progress=lambda i, n: pb.update(1)
+            )
+        needs_test_label = "test" in self.scored_splits
+        with bar(total=len(self.splits.test), desc="checking test cases", leave=False) as pb:
+            load_checked(
+                self.splits.test, cfg, "test", bad, use_labels=needs_test_label, progress=lambda i, n: pb.update(1)
+            )
+        self.excluded = []
+        if not bad:
+            return
+        mode = cfg.data.on_bad_case if new_splits else "error"
+        if mode == "error" or any(not b.excludable for b in bad):
+            raise bad_cases_error(bad, mode, resumed=not new_splits)
+        self.excluded = list(bad)
+        # The val cases kept above are the first good ones: the first val_max_cases of what remains.
+        self.splits = without_bad_cases(self.splits, bad)
+
+    def _write_run_folder(self, new_splits: bool) -> None:
+        """Create the run folder's first files, once the data has passed its check."""
+        p = self.paths
+        p.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(p.config, self.cfg.to_yaml())
+        if new_splits or self._branching:
+            save_splits(p.splits, self.splits)
+        if self.excluded:
+            path = write_excluded(p.excluded_cases, self.excluded)
+            lines = [f"uncol: data.on_bad_case=exclude: left out {len(self.excluded)} case(s), listed in {path}:"]
+            print("\n".join(lines + [f"  - {b}" for b in self.excluded]), file=sys.stderr)
 
     def setup(self) -> None:
-        """Build data, network, method, optimiser and logs; restore state when resuming."""
+        """Build data, network, method, optimiser and logs; restore state when resuming.
+
+        Before anything is written, every case of every split the run reads is loaded and checked
+        (uncol.data.preflight): a problem stops the run, listing all of them, or (``data.on_bad_case``
+        ``exclude``, when the run starts) its case is left out and listed in ``excluded_cases.json``.
+        """
         cfg = self.cfg
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
-        state = self._prepare_run_folder()
+        state = self._read_state()
         seed_everything(cfg.train.seed)
-        self.splits = self._make_splits()
+        bad: list[BadCase] = []
+        self.splits, new_splits = self._make_splits(bad)
+
+        def collect(role: str) -> Callable[[Case, UncolError], None]:
+            return lambda case, error: bad.append(case_problem(role, case, error))
 
         bar = self._bar_factory()
         with bar(total=len(self.splits.labeled), desc="loading labeled cases", leave=False) as pb:
-            labeled = SampleSet(self.splits.labeled, cfg, use_labels=True, progress=lambda i, n: pb.update(1))
+            labeled = SampleSet(
+                self.splits.labeled, cfg, use_labels=True, progress=lambda i, n: pb.update(1),
+                on_bad_case=collect("labeled"),
+            )
         network = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
         self.method: TrainingMethod = build_method(cfg, network)
+        # Refused before anything is written: a branch changing what its steps computed, weights of another
+        # network (the other modules may take their final shape in setup_data: checked when restored).
+        diff = self._check_branch(state) if self._branching else []
+        if state is not None:
+            self._check_modules(state, only=("network",))
         needs = self.method.data_needs()
         unlabeled = None
         if needs.unlabeled_batch_size > 0:
             with bar(total=len(self.splits.unlabeled), desc="loading unlabeled cases", leave=False) as pb:
-                unlabeled = SampleSet(self.splits.unlabeled, cfg, use_labels=False, progress=lambda i, n: pb.update(1))
+                unlabeled = SampleSet(
+                    self.splits.unlabeled, cfg, use_labels=False, progress=lambda i, n: pb.update(1),
+                    on_bad_case=collect("unlabeled"),
+                )
+        elif self.splits.unlabeled:
+            # Not read, so not checked: say so rather than pass over them in silence.
+            print(
+                f"uncol: method {self.method.name!r} trains on no unlabeled images: the {len(self.splits.unlabeled)} "
+                "unlabeled case(s) of the split are not read",
+                file=sys.stderr,
+            )
+        self._check_data(bad, new_splits)
+        self._write_run_folder(new_splits)
         augment = cfg.augment if any((cfg.augment.flip, cfg.augment.rotate90, cfg.augment.rotate_degrees,
                                       cfg.augment.intensity, cfg.augment.noise_std)) else None
         self.batches = StepBatches(
@@ -346,8 +465,6 @@ class Trainer:
         self.parameters = count_parameters(self.method.inference_network())
         start, _ = self.method.deferred_options()
         self._branch_step = start if 0 < start < cfg.train.iterations else 0
-        if self._branching:
-            diff = self._check_branch(state)
         if state is not None:
             self._restore(state)
         if self._branching:
@@ -396,10 +513,27 @@ class Trainer:
         ``best.pt`` may later move past this step)."""
         best = None
         if self.best_step is not None and self.paths.best.exists():
-            best = torch.load(self.paths.best, map_location="cpu", weights_only=False)
+            best = load_checkpoint(self.paths.best, "weights file")
         return self.save_checkpoint(self.paths.branch_point(self.step), {"best": best})
 
+    def _check_modules(self, state: dict[str, Any], only: tuple[str, ...] | None = None) -> None:
+        """Refuse a checkpoint whose weights do not fit the method's modules (those named in ``only``, or
+        all), naming the file and the keys and shapes that differ (not load_state_dict's traceback)."""
+        modules = state.get("modules")
+        for name, module in self.method.modules().items():
+            if only is not None and name not in only:
+                continue
+            if not isinstance(modules, dict) or name not in modules:
+                raise UncolError(f"{self._state_path}: no weights of module {name!r} of method {self.method.name!r}")
+            problem = state_dict_mismatch(module, modules[name])
+            if problem is not None:
+                raise UncolError(
+                    f"{self._state_path}: the weights of module {name!r} do not fit this run's "
+                    f"{self.cfg.model.arch} network (another architecture or size?): {problem}"
+                )
+
     def _restore(self, state: dict[str, Any]) -> None:
+        self._check_modules(state)
         self.method.load_state_dict(state["modules"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -10,6 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def printable_path(path: str | Path) -> str:
+    """``path`` as text that any terminal, log or JSON file can hold.
+
+    On Linux a file name is bytes; one that is not valid UTF-8 reaches Python with surrogate
+    characters, which a UTF-8 stdout or a CSV writer refuses. Its undecodable bytes are shown as
+    ``\\xNN`` escapes instead, so that the message naming the file can always be printed.
+    """
+    text = str(path)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to: escape it as it is
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 class UncolError(Exception):
     """Base class of all user-facing uncol errors."""
 
@@ -29,4 +44,20 @@ class DataError(UncolError):
     def __init__(self, path: str | Path | None, problem: str) -> None:
         self.path = None if path is None else Path(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+        super().__init__(f"{printable_path(self.path)}: {problem}" if self.path is not None else problem)
+
+
+class BadCasesError(DataError):
+    """Several problems found in a run's data before training, reported together.
+
+    Args:
+        problems: every problem found, one line each (each names its file).
+        header: the first line of the message (what was checked, what to do).
+
+    Attributes:
+        problems: the lines, as given.
+    """
+
+    def __init__(self, problems: list[str], header: str) -> None:
+        self.problems = list(problems)
+        super().__init__(None, "\n".join([header, *(f"  - {p}" for p in self.problems)]))

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import yaml
 
+from uncol.checkpoints import load_checkpoint, load_module_state
 from uncol.config import Config, config_from_dict
 from uncol.errors import ConfigError, UncolError
 
@@ -27,6 +28,8 @@ CHECKPOINT_VERSION = 1
 RESUME_MAY_DIFFER = frozenset({
     "train.device", "train.num_workers", "train.threads", "train.amp", "output_dir",
     "teacher.device", "teacher.cache_dir", "teacher.batch_size",
+    # Cases are left out only when a run starts; a resumed run refuses any bad case whatever it says.
+    "data.on_bad_case",
 })
 #: Options that define the trained network (its layers, input channels, classes and input size):
 #: inference-time overrides may not change them, since the stored weights are built from them.
@@ -48,6 +51,8 @@ class RunPaths:
         self.best = self.checkpoints / "best.pt"
         self.final = self.checkpoints / "final.pt"
         self.summary = self.root / "summary.json"
+        #: cases left out by ``data.on_bad_case=exclude`` (only when some were).
+        self.excluded_cases = self.root / "excluded_cases.json"
 
     def metrics(self, split: str) -> Path:
         """JSON file with the evaluation of ``split``."""
@@ -87,11 +92,9 @@ def config_differences(a: Config, b: Config, may_differ: frozenset[str] = frozen
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A resumable training checkpoint, refused by name when unreadable or of another format version."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise UncolError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    """A resumable training checkpoint, refused by name when unreadable, holding anything but tensors and
+    plain data (:func:`uncol.checkpoints.load_checkpoint`), or of another format version."""
+    state = load_checkpoint(path, "checkpoint")
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
         raise UncolError(f"{path}: not an uncol checkpoint of version {CHECKPOINT_VERSION}")
     return state
@@ -139,6 +142,19 @@ def inference_config(stored: Config, overrides: Sequence[str] = ()) -> Config:
     return cfg
 
 
+def _check_same_network(path: Path, stored: Config, run: Config) -> None:
+    """Refuse weights whose network differs from the one of the run folder they sit in.
+
+    Weights carry the configuration they were trained with, so a file copied in from another run would
+    load without error and silently stand for this run in evaluation and prediction.
+    """
+    a, b = _flatten(stored.to_dict()), _flatten(run.to_dict())
+    changed = sorted(k for k in a.keys() | b.keys() if k.startswith(NETWORK_DEFINING) and a.get(k) != b.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {a.get(k)!r} (weights) != {b.get(k)!r} (config.yaml)" for k in changed[:4])
+        raise UncolError(f"{path}: weights of another network than this run's config.yaml: {shown}")
+
+
 def load_weights(
     run_dir: str | Path, which: str = "best", *, overrides: Sequence[str] = ()
 ) -> tuple[Config, torch.nn.Module, dict[str, Any]]:
@@ -157,17 +173,16 @@ def load_weights(
     path = p.best if which == "best" else p.final
     if not path.exists():
         raise UncolError(f"{path}: no {which} checkpoint in this run (has training finished?)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise UncolError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or state.get("kind") != "weights":
+    state = load_checkpoint(path, "weights file")
+    if not isinstance(state, dict) or state.get("kind") != "weights" or not isinstance(state.get("config"), dict):
         raise UncolError(f"{path}: not an uncol weights file")
     cfg = config_from_dict(state["config"])
+    if p.config.exists():
+        _check_same_network(path, cfg, load_run_config(p.root))
     from uncol.models import build_network
 
     net = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
-    net.load_state_dict(state["network"])
+    load_module_state(net, state["network"], path, f"{cfg.model.arch} network of its configuration")
     net.eval()
     meta = {k: v for k, v in state.items() if k not in ("network", "config")}
     return inference_config(cfg, overrides), net, meta

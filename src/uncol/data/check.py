@@ -14,7 +14,7 @@ import numpy as np
 
 from uncol.config import DataConfig
 from uncol.data.index import Discovered, Problems, scan
-from uncol.data.readers.load import load_case, ndim_problem
+from uncol.data.readers.load import channel_problem, load_case, ndim_problem
 from uncol.data.types import Case, CaseData
 from uncol.errors import ConfigError, DataError
 
@@ -266,11 +266,9 @@ def check_dataset(
                 except (DataError, ConfigError) as e:
                     problems.add(getattr(e, "path", None), getattr(e, "problem", str(e)))
                     continue
-                if data.image.shape[0] != data_cfg.in_channels:
-                    problems.add(
-                        case.image_path,
-                        f"image has {data.image.shape[0]} channel(s) but data.in_channels={data_cfg.in_channels}",
-                    )
+                channels = channel_problem(data, data_cfg.in_channels)
+                if channels is not None:
+                    problems.add(case.image_path, channels)
                 stats.add(data)
                 if on_case is not None:
                     on_case(role, case, data)

@@ -59,6 +59,8 @@ class Problems:
     def __init__(self, strict: bool) -> None:
         self.strict = strict
         self.items: list[str] = []
+        #: the same problems as errors (``path`` and ``problem`` apart), for callers that sort them.
+        self.errors: list[DataError] = []
 
     def add(self, path: str | Path | None, problem: str, fatal: bool = True) -> None:
         """Record a problem about ``path`` (raising it when strict and fatal)."""
@@ -66,6 +68,7 @@ class Problems:
         if self.strict and fatal:
             raise error
         self.items.append(str(error))
+        self.errors.append(error)
 
 
 def make_grouper(group_regex: str) -> Callable[[str], str | None]:
@@ -100,6 +103,22 @@ def _match_regex(data_cfg: DataConfig) -> re.Pattern[str]:
     return rx
 
 
+def utf8_name(path: Path) -> bool:
+    """Whether a file name is valid UTF-8.
+
+    Linux file names are bytes; Python hands undecodable ones over with surrogate characters, which
+    every later step that writes the case id as text (JSON, CSV, reports) would refuse.
+    """
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_NOT_UTF8 = "file name is not valid UTF-8 (the case id is written into JSON, CSV and reports): rename the file"
+
+
 class _Builder:
     """Shared state of one discovery run: root, options, grouping and problem collection."""
 
@@ -125,11 +144,24 @@ class _Builder:
             return None
         return path
 
+    def listing(self, folder: Path, fmts: tuple[str, ...]) -> list[Path]:
+        """Supported files of a folder in name order (hidden files such as ``._x`` skipped).
+
+        A file whose name is not valid UTF-8 is reported and left out.
+        """
+        out = []
+        for p in sorted(folder.iterdir()):
+            if not p.is_file() or p.name.startswith(".") or format_of(p) not in fmts:
+                continue
+            if not utf8_name(p):
+                self.problems.add(p, _NOT_UTF8)
+                continue
+            out.append(p)
+        return out
+
     def files(self, folder: Path, fmts: tuple[str, ...], what: str) -> list[Path]:
-        """Supported files of a folder in name order (hidden files such as ``._x`` skipped)."""
-        out = sorted(
-            p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and format_of(p) in fmts
-        )
+        """:meth:`listing`, reporting a folder without any such file."""
+        out = self.listing(folder, fmts)
         if not out:
             self.problems.add(folder, f"empty folder: no {what} files")
         return out
@@ -188,11 +220,10 @@ class _Builder:
             label_dir = self.folder(labels_rel, f"{option}labels_dir")
             if label_dir is None:
                 return []
-            for p in sorted(label_dir.iterdir()):
-                if p.is_file() and not p.name.startswith(".") and format_of(p) == "nifti":
-                    other = labels.setdefault(case_id_of(p), p)
-                    if other != p:
-                        self.problems.add(p, f"duplicate of label {other.name} (same case id '{case_id_of(p)}')")
+            for p in self.listing(label_dir, ("nifti",)):
+                other = labels.setdefault(case_id_of(p), p)
+                if other != p:
+                    self.problems.add(p, f"duplicate of label {other.name} (same case id '{case_id_of(p)}')")
         elif need_labels:
             self.problems.add(self.root, f"data.{option}labels_dir is not set")
             return []
@@ -244,9 +275,7 @@ class _Builder:
             mask_dir = self.folder(labels_rel, f"{option}labels_dir")
             if mask_dir is None:
                 return []
-            for p in sorted(mask_dir.iterdir()):
-                if not p.is_file() or p.name.startswith(".") or format_of(p) != "image2d":
-                    continue
+            for p in self.listing(mask_dir, ("image2d",)):
                 key = self.mask_key(p, image=False)
                 if key is None:
                     if mask_dir != image_dir:

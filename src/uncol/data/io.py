@@ -31,7 +31,8 @@ def read_image_file(path: str | Path, *, image_key: str = "image") -> CaseData:
         image, spacing stored in the file (NIfTI zooms) or 1.0 per axis, NIfTI affine and header.
 
     Raises:
-        DataError: missing, unsupported, unreadable or truncated file.
+        DataError: missing, unsupported, unreadable or truncated file; NaN or Inf intensities (which
+            would turn every prediction of the image into noise, silently).
     """
     path = Path(path)
     fmt = require_format(path)
@@ -41,6 +42,9 @@ def read_image_file(path: str | Path, *, image_key: str = "image") -> CaseData:
         data = read_hdf5_image(path, image_key)
     else:
         data = read_image2d(path)
+    finite = np.isfinite(data.image)
+    if not finite.all():
+        raise DataError(path, f"image contains NaN or Inf intensities ({int((~finite).sum())} values)")
     if not data.spacing:
         data.spacing = (1.0,) * (data.image.ndim - 1)
     return data

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from uncol.config import AugmentConfig, Config
 from uncol.data.readers import load_case
+from uncol.data.readers.load import channel_problem
 from uncol.data.transforms import (
     apply_augment,
     crop,
@@ -30,7 +31,7 @@ from uncol.data.transforms import (
     sample_crop_start,
 )
 from uncol.data.types import Case, CaseData
-from uncol.errors import DataError
+from uncol.errors import ConfigError, DataError, UncolError
 
 
 @dataclass
@@ -63,6 +64,39 @@ def iter_slices(data: CaseData) -> list[tuple[str, np.ndarray, np.ndarray | None
     return out
 
 
+def expected_ndim(cfg: Config) -> int | None:
+    """Spatial dimensions every case of a run must have: 3 for a 3D network, 2 for 2D image files,
+    ``None`` where a 2D network also takes volumes (sliced along their slice axis)."""
+    if cfg.spatial_dims == 3:
+        return 3
+    return 2 if cfg.data.format == "image2d" else None
+
+
+def load_training_case(case: Case, cfg: Config, use_label: bool) -> CaseData:
+    """Load one case as training, validation and evaluation need it, or raise why it cannot be used.
+
+    The checks of ``uncol data check`` (:func:`~uncol.data.readers.load.load_case`: readable files,
+    shapes, spacing, affine, label values, finite intensities) plus what the run's network needs:
+    the 2D/3D kind of :func:`expected_ndim`, ``data.in_channels`` channels, and a label when one is used.
+
+    Raises:
+        DataError: naming the file and the problem.
+        ConfigError: a ``data`` option that does not fit the file (e.g. ``data.spacing``).
+    """
+    if not use_label and case.label_path is not None:
+        case = replace(case, label_path=None)
+    elif use_label and case.label_path is None:
+        raise DataError(case.image_path, f"case '{case.case_id}' has no label, and this split needs one")
+    expect = expected_ndim(cfg)
+    if expect == 3 and case.ndim == 2:  # known from the header: no need to read the data
+        raise DataError(case.image_path, "2D image where a 3D volume is expected (model.arch is 3D)")
+    data = load_case(case, cfg.data, expect_ndim=expect)
+    problem = channel_problem(data, cfg.data.in_channels)
+    if problem is not None:
+        raise DataError(case.image_path, problem)
+    return data
+
+
 class SampleSet:
     """All training items of one stream (labeled or unlabeled), in memory.
 
@@ -71,6 +105,8 @@ class SampleSet:
         cfg: the run configuration.
         use_labels: load labels (False for unlabeled streams: their labels are never read).
         progress: optional callback ``(done, total)`` for loading progress.
+        on_bad_case: called with ``(case, error)`` for a case that cannot be used, which is then left
+            out; without it the first such case raises. Whoever passes it must report the cases it gets.
     """
 
     def __init__(
@@ -79,35 +115,37 @@ class SampleSet:
         cfg: Config,
         use_labels: bool,
         progress: Callable[[int, int], None] | None = None,
+        on_bad_case: Callable[[Case, UncolError], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.spatial_dims = cfg.spatial_dims
         self.patch_size = tuple(cfg.train.patch_size)
         self.samples: list[Sample] = []
         for i, case in enumerate(cases):
-            if not use_labels and case.label_path is not None:
-                case = replace(case, label_path=None)
-            if self.spatial_dims == 3 and case.ndim == 2:
-                raise DataError(case.image_path, "2D image where a 3D volume is expected (model.arch is 3D)")
-            data = prepare_case(load_case(case, cfg.data), cfg)
-            if data.image.shape[0] != cfg.data.in_channels:
-                raise DataError(
-                    case.image_path,
-                    f"image has {data.image.shape[0]} channel(s) but data.in_channels={cfg.data.in_channels}",
-                )
-            if self.spatial_dims == 2:
-                for sid, img, lab in iter_slices(data):
-                    if cfg.train.resize_2d:
-                        img = resize_image(img, self.patch_size)
-                        lab = None if lab is None else resize_label(lab, self.patch_size)
-                    self.samples.append(Sample(sid, img, None if lab is None else lab.astype(np.int64)))
-            else:
-                img, lab, _ = pad_to_size(data.image, data.label, self.patch_size)
-                self.samples.append(
-                    Sample(data.case_id, img, None if lab is None else lab.astype(np.int64), data.slice_axis)
-                )
+            try:
+                data = prepare_case(load_training_case(case, cfg, use_labels), cfg)
+            except (DataError, ConfigError) as e:
+                if on_bad_case is None:
+                    raise
+                on_bad_case(case, e)
+                data = None
+            if data is not None:
+                self._add(data)
             if progress is not None:
                 progress(i + 1, len(cases))
+
+    def _add(self, data: CaseData) -> None:
+        if self.spatial_dims == 2:
+            for sid, img, lab in iter_slices(data):
+                if self.cfg.train.resize_2d:
+                    img = resize_image(img, self.patch_size)
+                    lab = None if lab is None else resize_label(lab, self.patch_size)
+                self.samples.append(Sample(sid, img, None if lab is None else lab.astype(np.int64)))
+        else:
+            img, lab, _ = pad_to_size(data.image, data.label, self.patch_size)
+            self.samples.append(
+                Sample(data.case_id, img, None if lab is None else lab.astype(np.int64), data.slice_axis)
+            )
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -15,6 +15,8 @@ from uncol.data.types import Case, CaseData
 from uncol.errors import ConfigError, DataError
 
 AFFINE_TOLERANCE = 1e-3
+#: Relative difference allowed between the voxel sizes stored in an image and in its label.
+SPACING_TOLERANCE = 1e-3
 
 
 def ndim_problem(found: int, expected: int) -> str:
@@ -24,6 +26,14 @@ def ndim_problem(found: int, expected: int) -> str:
     if found == 2 and expected == 3:
         return "2D image where a 3D volume is expected"
     return f"{found}D array where {expected}D is expected"
+
+
+def channel_problem(data: CaseData, in_channels: int) -> str | None:
+    """The problem of an image whose channel count is not ``data.in_channels`` (shared with the dataset
+    check), or ``None``."""
+    if data.image.shape[0] == in_channels:
+        return None
+    return f"image has {data.image.shape[0]} channel(s) but data.in_channels={in_channels}"
 
 
 def _read_image(case: Case, data_cfg: DataConfig) -> CaseData:
@@ -37,22 +47,25 @@ def _read_image(case: Case, data_cfg: DataConfig) -> CaseData:
     raise DataError(path, f"unknown reader {case.fmt!r} for case {case.case_id}")
 
 
-def read_label(case: Case, data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
+def read_label(
+    case: Case, data_cfg: DataConfig
+) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...] | None]:
     """Read the label of a case (which must have one).
 
     Returns:
-        ``(label, affine)``: the integer label map and, for NIfTI labels, their affine.
+        ``(label, affine, spacing)``: the integer label map and, for NIfTI labels, their affine and
+        the voxel size in their header (``None`` elsewhere).
     """
     path = case.label_path
     if path is None:
         raise DataError(case.image_path, f"case {case.case_id} has no label")
     fmt = require_format(path)
     if fmt == "hdf5":
-        return read_hdf5_label(path, data_cfg.label_key), None
+        return read_hdf5_label(path, data_cfg.label_key), None, None
     if fmt == "nifti":
-        label, _, affine = read_nifti_label(path)
-        return label, affine
-    return read_mask2d(path, data_cfg.mask_mode), None
+        label, spacing, affine = read_nifti_label(path)
+        return label, affine, spacing
+    return read_mask2d(path, data_cfg.mask_mode), None, None
 
 
 def resolve_spacing(
@@ -85,6 +98,18 @@ def check_label(label: np.ndarray, num_classes: int, label_path: object) -> None
         )
 
 
+def _check_spacing(image: Sequence[float], label: Sequence[float] | None, case: Case) -> None:
+    """Refuse a label whose stored voxel size differs from its image's: one of the two headers is wrong,
+    and distances in millimetres would silently use the image's."""
+    if not image or label is None or len(label) != len(image):
+        return
+    if not np.allclose(np.asarray(label), np.asarray(image), rtol=SPACING_TOLERANCE, atol=1e-6):
+        shown = ", ".join(f"{v:.4g}" for v in label), ", ".join(f"{v:.4g}" for v in image)
+        raise DataError(
+            case.label_path, f"label spacing ({shown[0]}) differs from the spacing ({shown[1]}) of image {case.image_path}"
+        )
+
+
 def load_case(case: Case, data_cfg: DataConfig, expect_ndim: int | None = None) -> CaseData:
     """Load and validate one case.
 
@@ -100,7 +125,7 @@ def load_case(case: Case, data_cfg: DataConfig, expect_ndim: int | None = None) 
 
     Raises:
         DataError: unreadable/truncated file, NaN/Inf intensities, 2D/3D mismatch, image/label
-            shape or affine mismatch, label values out of range. The message names the file.
+            shape, spacing or affine mismatch, label values out of range. The message names the file.
     """
     data = _read_image(case, data_cfg)
     data.case_id = case.case_id
@@ -112,7 +137,7 @@ def load_case(case: Case, data_cfg: DataConfig, expect_ndim: int | None = None) 
     if not finite.all():
         raise DataError(path, f"image contains NaN or Inf intensities ({int((~finite).sum())} values)")
     if case.label_path is not None:
-        label, label_affine = read_label(case, data_cfg)
+        label, label_affine, label_spacing = read_label(case, data_cfg)
         if tuple(label.shape) != data.spatial_shape:
             raise DataError(
                 case.label_path,
@@ -125,6 +150,8 @@ def load_case(case: Case, data_cfg: DataConfig, expect_ndim: int | None = None) 
                     case.label_path,
                     f"label affine differs from the affine of image {path} (max difference {diff:.4g})",
                 )
+        # After the affine: a header whose voxel size disagrees with an equal affine is what is left.
+        _check_spacing(data.spacing, label_spacing, case)
         check_label(label, data_cfg.num_classes, case.label_path)
         data.label = label
     data.spacing = resolve_spacing(data.spacing, data_cfg.spacing, ndim, path)
