@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--convention", choices=["standard", "medpy"], default=None)
     p.add_argument("--save-predictions", action="store_true", help="write predicted masks into the run folder")
     _add_threads(p)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an evaluation option of the run's config, e.g. --set eval.sw_overlap=0.25 or "
+                        "--set eval.checkpoint=final (repeatable)")
     _add_device(p)
     p.add_argument("--quiet", action="store_true")
 
@@ -91,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override an option of the run's config, e.g. --set eval.sw_batch_size=8 (repeatable)")
     _add_device(p)
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="torch: the run's weights (default); onnxruntime: its ONNX export on the CPU (uncol export)")
+    p.add_argument("--model", default=None, metavar="FILE",
+                   help="with --backend onnxruntime: the .onnx file (default: RUN/export/<checkpoint>.onnx)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("score", help="score predicted masks against reference masks (files or folders)")
@@ -165,6 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan (each run's state and steps) only")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per run remains)")
 
+    p = sub.add_parser("suggest", help="rank unlabeled scans (by patient) by the model's uncertainty: which to annotate next")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--unlabeled", nargs="+", default=None, metavar="PATH",
+                   help="image files or folders to rank (default: the run's own unlabeled split)")
+    p.add_argument("--top", type=_positive_int, default=None, metavar="N",
+                   help="groups to suggest: printed, shown in the report, written by --write-list (default: all ranked)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/suggestions)")
+    p.add_argument("--write-list", default=None, metavar="FILE",
+                   help="write the next run's split.labeled_list: the run's labeled groups, then the top N")
+    p.add_argument("--new-only", action="store_true", help="--write-list names the top N groups only")
+    p.add_argument("--no-teacher", action="store_true",
+                   help="rank by entropy alone even when the run has a foundation teacher")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the teacher's feature cache")
+    p.add_argument("--checkpoint", choices=["best", "final"], default=None)
+    _add_threads(p)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an inference option of the run's config, e.g. --set eval.slice_batch_size=64")
+    _add_device(p)
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("report", help="one self-contained HTML report of a run, or of runs side by side")
     p.add_argument("run", help="run folder (evaluated first when its split has no evaluation yet)")
     p.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="further runs shown side by side")
@@ -172,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="HTML file (default: RUN/report_<split>[_compare].html)")
     p.add_argument("--no-evaluate", action="store_true",
                    help="fail instead of evaluating a run whose split has no (or an outdated) evaluation")
+    p.add_argument("--suggestions", default=None, metavar="DIR",
+                   help="output folder of uncol suggest to show (default: RUN/suggestions when it exists)")
     _add_device(p)
     _add_threads(p)
 
@@ -234,9 +263,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     use_threads(a.threads, load_run_config(a.run).train.threads)
     res = api.evaluate(
         a.run, a.split, checkpoint=a.checkpoint, convention=a.convention, device=a.device,
-        save_predictions=a.save_predictions, show_progress=not a.quiet,
+        save_predictions=a.save_predictions, show_progress=not a.quiet, overrides=a.overrides,
     )
-    _print_metrics(f"{a.split} ({res['convention']} convention, {res['checkpoint']} checkpoint)", res, _class_names(a.run))
+    title = f"{a.split} ({res['convention']} convention, {res['checkpoint']} checkpoint, distances in {res['distance_unit']})"
+    _print_metrics(title, res, _class_names(a.run))
     return 0
 
 
@@ -246,7 +276,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     res = api.predict(
         a.run, a.inputs, a.out, checkpoint=a.checkpoint, device=a.device, show_progress=not a.quiet,
         uncertainty=a.uncertainty, probabilities=a.probabilities, tta=a.tta, mask_values=a.mask_values,
-        threads=a.threads, overrides=a.overrides,
+        threads=a.threads, overrides=a.overrides, backend=a.backend, model=a.model,
     )
     maps = sum(len(o.paths) - 1 for o in res.outputs)
     print(f"{len(res.outputs)} mask(s) written to {a.out}" + (f", {maps} map(s) to {Path(a.out) / 'maps'}" if maps else ""))
@@ -405,6 +435,36 @@ def _cmd_benchmark(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_suggest(a: argparse.Namespace) -> int:
+    from uncol.suggest import suggest
+
+    res = suggest(
+        a.run, a.unlabeled, a.top, a.out, a.threads, a.device, checkpoint=a.checkpoint,
+        use_teacher=not a.no_teacher, use_cache=not a.no_cache, write_list=a.write_list, new_only=a.new_only,
+        overrides=a.overrides, show_progress=not a.quiet,
+    )
+    shown = res.top_groups if res.top is not None else res.groups[:10]
+    ranked_by = f"entropy and the disagreement of {res.teacher}" if res.teacher else "entropy"
+    print(f"{len(res.groups)} group(s) of {len(res.scans)} scan(s) ranked by {ranked_by}; the first {len(shown)}:")
+    print(f"{'rank':>4}  {'group':<24} {'scans':>5}  {'entropy':>8}  {'fg entropy':>10}  {'disagreement':>12}  {'score':>6}")
+
+    def num(v: float | None, width: int) -> str:
+        return f"{'-':>{width}}" if v is None else f"{v:>{width}.4f}"
+
+    for g in shown:
+        print(f"{g.rank:>4}  {g.group:<24} {len(g.cases):>5}  {num(g.mean_entropy, 8)}  "
+              f"{num(g.foreground_entropy, 10)}  {num(g.disagreement, 12)}  {num(g.score, 6)}")
+    print(f"ranking written to {res.csv}")
+    if res.labeled_list is not None:
+        print(f"labeled list written to {res.labeled_list} (train the next run with --set split.labeled_list=...)")
+    if res.failures:
+        print(f"uncol: {len(res.failures)} input(s) failed:", file=sys.stderr)
+        for failure in res.failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_report(a: argparse.Namespace) -> int:
     from uncol.report import build_report
     from uncol.runs import load_run_config
@@ -412,7 +472,10 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
     # The report predicts three cases (and evaluates unevaluated runs): the same thread count as evaluate.
     use_threads(a.threads, load_run_config(a.run).train.threads)
-    path = build_report([a.run, *a.compare], out=a.out, split=a.split, device=a.device, evaluate=not a.no_evaluate)
+    path = build_report(
+        [a.run, *a.compare], out=a.out, split=a.split, device=a.device, evaluate=not a.no_evaluate,
+        suggestions=a.suggestions,
+    )
     print(f"report written to {path}")
     return 0
 
@@ -440,6 +503,7 @@ COMMANDS = {
     "teacher": _cmd_teacher,
     "benchmark": _cmd_benchmark,
     "report": _cmd_report,
+    "suggest": _cmd_suggest,
 }
 
 

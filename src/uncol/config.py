@@ -104,6 +104,12 @@ class SplitConfig:
     labeled_order: Literal["list", "random"] = option(
         "list", "Which groups are labeled: the first ones in list/file order (literature protocol) or a seeded random draw."
     )
+    labeled_list: str = option(
+        "",
+        "A text file naming the labeled groups (patients) or cases, one per line ('#' starts a comment), e.g. "
+        "written by `uncol suggest --write-list`; when set, exactly these groups are labeled and split.labeled "
+        "and split.labeled_order are ignored. Relative paths start at the working directory (docs/suggest.md).",
+    )
 
 
 @dataclass

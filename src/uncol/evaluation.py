@@ -11,6 +11,7 @@ softmax probabilities and how well voxel-wise uncertainty points at the wrong vo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,18 @@ from tqdm.auto import tqdm
 from uncol.atomic import atomic_write_json
 from uncol.case_table import case_rows, write_case_table
 from uncol.case_uncertainty import deterministic_maps, mc_dropout_maps
+from uncol.config import Config
 from uncol.data.io import write_mask
 from uncol.data.readers import load_case
+from uncol.data.readers.hdf5 import read_hdf5_image
 from uncol.data.splits import load_splits
+from uncol.data.types import Case, CaseData
 from uncol.devices import select_device
 from uncol.errors import UncolError
 from uncol.inference import predict_probabilities
 from uncol.metrics import compute_case_metrics, dropout_layers, summarize
-from uncol.runs import RunPaths, load_run_config, load_weights
+from uncol.runs import RunPaths, inference_config, load_run_config, load_weights
+from uncol.scoring import combined_unit, distance_unit
 from uncol.uncertainty_evaluation import NO_DROPOUT, UncertaintyEvaluation
 
 #: MC-dropout passes per case (networks with dropout only): each is one whole-case inference.
@@ -46,6 +51,7 @@ def evaluate_run(
     show_progress: bool = True,
     max_cases: int = 0,
     mc_passes: int = MC_PASSES,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Predict every case of ``split`` with the run's selected weights and score it.
 
@@ -61,17 +67,22 @@ def evaluate_run(
         max_cases: score at most this many cases (0 = all).
         mc_passes: MC-dropout passes per case when the network has dropout (each costs one more
             inference of the case); at least 2.
+        overrides: ``key=value`` options of the run's configuration changed for this evaluation, e.g.
+            ``eval.checkpoint=final`` or ``eval.sw_overlap=0.25`` (options that define the network are
+            refused, :func:`uncol.runs.inference_config`).
 
     Returns:
         The metrics dict (see :func:`uncol.metrics.summarize`) plus ``split``, ``checkpoint``,
-        ``checkpoint_step`` and ``uncertainty`` (see
+        ``checkpoint_step``, ``distance_unit`` (of HD95 and ASD: ``mm``, ``px``, ``vox`` or ``mixed``,
+        as :func:`uncol.scoring.distance_unit` gives it per case) and ``uncertainty`` (see
         :meth:`uncol.uncertainty_evaluation.UncertaintyEvaluation.summary`); it is also written to
         ``RUN/metrics_<split>[_<convention>].json``, with the per-case CSV and
         ``RUN/uncertainty_<split>.json`` beside it.
     """
     paths = RunPaths(run_dir)
-    which = checkpoint or load_run_config(run_dir).eval.checkpoint
-    cfg, net, meta = load_weights(run_dir, which)
+    stored = load_run_config(run_dir)
+    which = checkpoint or inference_config(stored, overrides).eval.checkpoint
+    cfg, net, meta = load_weights(run_dir, which, overrides=overrides)
     conv = convention or cfg.eval.convention
     splits = load_splits(paths.splits)
     cases = {"val": splits.val, "test": splits.test, "labeled": splits.labeled}.get(split)
@@ -91,6 +102,7 @@ def evaluate_run(
     )
     uncertainty = UncertaintyEvaluation(cfg.data.num_classes, mc)
     results = []
+    units: list[str] = []
     calibration = {}
     pred_dir = paths.root / f"predictions_{split}"
     for i, case in enumerate(
@@ -107,6 +119,7 @@ def evaluate_run(
             empty_both=cfg.eval.empty_both, empty_one=cfg.eval.empty_one,
         )
         results.append((case.case_id, res))
+        units.append(distance_unit(conv, cfg.data.spacing or None, _file_spacing(case, data, cfg), data.label.ndim))
         maps = deterministic_maps(probs)
         if layers:
             maps.update(mc_dropout_maps(net, data, cfg, dev, mc_passes, seed=MC_SEED + i))
@@ -116,8 +129,10 @@ def evaluate_run(
             write_mask(pred_dir / _prediction_name(case.image_path), pred, data)
     out = summarize(results, cfg.data.num_classes, conv)
     out.update({"split": split, "checkpoint": which, "checkpoint_step": meta.get("step")})
+    out["distance_unit"] = combined_unit(units)
     out["uncertainty"] = uncertainty.summary()
-    name = f"metrics_{split}" if conv == cfg.eval.convention else f"metrics_{split}_{conv}"
+    # Named by the run's own convention, so that --set eval.convention=medpy does not replace metrics_<split>.json.
+    name = f"metrics_{split}" if conv == stored.eval.convention else f"metrics_{split}_{conv}"
     atomic_write_json(paths.root / f"{name}.json", out)
     write_case_table(paths.root / f"{name}_cases.csv", case_rows(out["cases"], calibration))
     curves = {"split": split, "checkpoint": which, "checkpoint_step": meta.get("step"), **uncertainty.curves()}
@@ -125,6 +140,19 @@ def evaluate_run(
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return out
+
+
+def _file_spacing(case: Case, data: CaseData, cfg: Config) -> tuple[float, ...] | None:
+    """The voxel size a case's image file stores (NIfTI header, HDF5 ``spacing`` attribute), or ``None``.
+
+    :func:`~uncol.data.readers.load_case` fills in 1.0 where a file stores none, so whether distances
+    are in mm or in pixels/voxels is asked of the reader itself.
+    """
+    if data.affine is not None:
+        return data.spacing
+    if case.fmt == "hdf5":
+        return read_hdf5_image(case.image_path, cfg.data.image_key).spacing or None
+    return None
 
 
 def _prediction_name(image_path: Path) -> str:

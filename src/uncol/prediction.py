@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from uncol.backends import load_inference_network
 from uncol.config import Config
 from uncol.data.io import read_image_file, write_mask
 from uncol.data.maps import map_path, write_entropy_map, write_probability_map
@@ -28,10 +29,10 @@ from uncol.errors import ConfigError, DataError
 from uncol.inference import predict_probabilities_batch, tta_flip_axes
 from uncol.metrics import compute_entropy
 from uncol.prediction_result import PredictedFile, PredictionFailure, PredictionResult
-from uncol.runs import inference_config, load_run_config, load_weights
-from uncol.threads import use_threads
+from uncol.runs import inference_config, load_run_config
+from uncol.threads import resolve_threads, use_threads
 
-__all__ = ["INPUT_SUFFIXES", "MAPS_DIR", "collect_inputs", "predict_files"]
+__all__ = ["INPUT_SUFFIXES", "MAPS_DIR", "collect_inputs", "failure_reason", "predict_files", "read_input"]
 
 INPUT_SUFFIXES = (".nii.gz", ".nii", ".h5", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 #: Sub-folder of the output folder that holds the entropy and probability maps.
@@ -97,6 +98,16 @@ def _plan_outputs(files: list[Path], out: Path) -> tuple[list[tuple[Path, Path]]
     return planned, failures
 
 
+def read_input(path: Path, in_channels: int) -> CaseData:
+    """Read one input file for a model taking ``in_channels`` channels (a grey RGB image is accepted by a
+    one-channel model).
+
+    Raises:
+        DataError: an unreadable, truncated or unsupported file, or a channel count the model does not take.
+    """
+    return _fit_channels(read_image_file(path), in_channels, path)
+
+
 def _fit_channels(data: CaseData, in_channels: int, path: Path) -> CaseData:
     """Accept a grey image stored as RGB for a one-channel model; refuse other channel mismatches."""
     channels = data.image.shape[0]
@@ -152,7 +163,7 @@ def _write_outputs(path: Path, target: Path, data: CaseData, probs: np.ndarray, 
     return PredictedFile(path, mask, entropy_path, probs_path)
 
 
-def _reason(exc: Exception) -> str:
+def failure_reason(exc: Exception) -> str:
     """A failure's reason: the problem of a :class:`DataError` (the file is named beside it), else the error."""
     if isinstance(exc, DataError):
         return exc.problem if exc.path is not None else str(exc)
@@ -189,9 +200,9 @@ def _predict_group(
     loaded: list[tuple[Path, Path, CaseData]] = []
     for path, target in group:
         try:
-            loaded.append((path, target, _fit_channels(read_image_file(path), opts.cfg.data.in_channels, path)))
+            loaded.append((path, target, read_input(path, opts.cfg.data.in_channels)))
         except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
-            result.failures.append(PredictionFailure(path, _reason(exc)))
+            result.failures.append(PredictionFailure(path, failure_reason(exc)))
     if not loaded:
         return
     try:
@@ -203,12 +214,12 @@ def _predict_group(
         outcomes = [_predict_one(network, data, opts) for _, _, data in loaded]
     for (path, target, data), outcome in zip(loaded, outcomes, strict=True):
         if isinstance(outcome, Exception):
-            result.failures.append(PredictionFailure(path, _reason(outcome)))
+            result.failures.append(PredictionFailure(path, failure_reason(outcome)))
             continue
         try:
             result.outputs.append(_write_outputs(path, target, data, outcome, opts))
         except Exception as exc:  # noqa: BLE001 - e.g. a full disk for one file; the others may fit
-            result.failures.append(PredictionFailure(path, _reason(exc)))
+            result.failures.append(PredictionFailure(path, failure_reason(exc)))
 
 
 def _predict_one(network: torch.nn.Module, data: CaseData, opts: _Options) -> np.ndarray | Exception:
@@ -234,6 +245,8 @@ def predict_files(
     mask_values: str = "palette",
     threads: int | None = None,
     overrides: Sequence[str] = (),
+    backend: str = "torch",
+    model: str | Path | None = None,
 ) -> PredictionResult:
     """Segment image files with a trained run and write one mask per input into ``out_dir``.
 
@@ -259,17 +272,23 @@ def predict_files(
             cores this process may use).
         overrides: ``key=value`` options applied to the run's configuration, e.g.
             ``eval.sw_batch_size=8`` (options that define the network are refused).
+        backend: ``torch`` (the run's weights) or ``onnxruntime`` (its ONNX export, on the CPU;
+            :mod:`uncol.backends`).
+        model: the ``.onnx`` file for ``onnxruntime`` (default ``RUN/export/<checkpoint>.onnx``).
 
     Returns:
         The outputs per input and the failures.
 
     Raises:
         UncolError: problems that concern every input (not a run folder, an invalid option, no
-            input file at all).
+            input file at all, a missing ONNX export).
     """
     stored = load_run_config(run_dir)
     which = checkpoint or inference_config(stored, overrides).eval.checkpoint
-    cfg, net, _ = load_weights(run_dir, which, overrides=overrides)
+    if backend == "onnxruntime" and device not in (None, "cpu"):
+        raise ConfigError(f"device={device}: the onnxruntime backend runs on the CPU")
+    n_threads = resolve_threads(threads, stored.train.threads)
+    cfg, net = load_inference_network(run_dir, which, backend, model, overrides, n_threads)
     out = Path(out_dir)
     files, input_failures = collect_inputs(inputs)
     planned, plan_failures = _plan_outputs(files, out)
@@ -277,8 +296,8 @@ def predict_files(
     if not files:
         raise DataError(None, "nothing to predict: " + "; ".join(str(f) for f in result.failures))
     _check_options(cfg, mask_values, tta, tta_axes, planned)
-    result.threads = use_threads(threads, cfg.train.threads)
-    dev = select_device(device or cfg.train.device)
+    result.threads = use_threads(n_threads, cfg.train.threads)
+    dev = select_device("cpu" if backend == "onnxruntime" else device or cfg.train.device)
     net.to(dev)
     opts = _Options(cfg, dev, out, uncertainty, probabilities, tta, tta_axes, mask_values)
     with tqdm(total=len(planned), desc="predict", disable=not show_progress, dynamic_ncols=True) as bar:

@@ -10,7 +10,7 @@ that could not be scored: a bad or missing file fails its own case only.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from uncol.metrics import (
 )
 from uncol.metrics.surface import CONVENTIONS
 
-__all__ = ["score", "write_json"]
+__all__ = ["combined_unit", "distance_unit", "score", "write_json"]
 
 # Unmatched case names listed in an error message before it says "and N more".
 _MAX_LISTED = 20
@@ -191,16 +191,23 @@ def score(
     for _, res in results:
         _pad_classes(res, total_classes, convention, empty_both, empty_one)
     report = summarize(results, total_classes, convention)
-    report["distance_unit"] = units.pop() if len(units) == 1 else "mixed"
+    report["distance_unit"] = combined_unit(units)
     report["failures"] = failures
     return report
 
 
-def _distance_unit(convention: str, spacing: Sequence[float] | None, header: tuple[float, ...] | None, ndim: int) -> str:
-    """``mm`` with a physical spacing (given, or in the file), else pixels or voxels."""
+def distance_unit(convention: str, spacing: Sequence[float] | None, header: Sequence[float] | None, ndim: int) -> str:
+    """The unit of one case's HD95 and ASD: ``mm`` with a physical spacing (given, or stored in the
+    file) outside the medpy convention, else ``px`` (2D) or ``vox`` (3D)."""
     if convention != "medpy" and (spacing is not None or header is not None):
         return "mm"
     return "px" if ndim == 2 else "vox"
+
+
+def combined_unit(units: Iterable[str]) -> str:
+    """The distance unit of a report: the cases' common unit, or ``mixed``."""
+    found = set(units)
+    return found.pop() if len(found) == 1 else "mixed"
 
 
 def _score_pair(
@@ -242,7 +249,7 @@ def _score_pair(
         )
     except ValueError as exc:  # e.g. negative labels: name the files rather than show a traceback
         raise DataError(pred_path, f"{exc} (ground truth {gt_path})") from None
-    return res, _distance_unit(convention, spacing, header_spacing, g.ndim)
+    return res, distance_unit(convention, spacing, header_spacing, g.ndim)
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:

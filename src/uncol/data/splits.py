@@ -4,8 +4,9 @@ Rules:
     * val/test come from the dataset's predefined lists/folders when it has them, else from a seeded
       random draw of groups (``split.val_fraction`` / ``split.test_fraction`` of the training groups).
     * The labeled subset is a number or ratio of the remaining training groups, taken in list order
-      (the protocol of the semi-supervised literature) or drawn at random; every other training case
-      becomes unlabeled (its label path is kept for analyses, but training never reads it).
+      (the protocol of the semi-supervised literature) or drawn at random, or the groups a
+      ``split.labeled_list`` file names; every other training case becomes unlabeled (its label path
+      is kept for analyses, but training never reads it).
     * All cases of a group stay in one split; this is verified, not assumed.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 from uncol.atomic import atomic_write_json
 from uncol.config import SplitConfig
 from uncol.data.index import Discovered
+from uncol.data.labeled_list import labeled_groups_from_list
 from uncol.data.types import Case
 from uncol.errors import DataError
 
@@ -93,10 +95,12 @@ class Splits:
     def differences(self, split_cfg: SplitConfig) -> list[str]:
         """Split options whose values differ from those this split was made with (empty: all match)."""
         current = dataclasses.asdict(split_cfg)
+        # A splits file written before an option existed was made with that option's default.
+        default = dataclasses.asdict(SplitConfig())
         return [
-            f"split.{k}: {self.config.get(k)!r} (splits.json) != {current[k]!r}"
+            f"split.{k}: {self.config.get(k, default[k])!r} (splits.json) != {current[k]!r}"
             for k in _CONFIG_KEYS
-            if self.config.get(k) != current[k]
+            if self.config.get(k, default[k]) != current[k]
         ]
 
 
@@ -135,6 +139,16 @@ def _labeled_count(labeled: float, n_train: int) -> int:
             )
         return k
     return max(1, _half_up(labeled * n_train))
+
+
+def _counted_labeled_groups(split_cfg: SplitConfig, train_groups: list[str]) -> set[str]:
+    """The ``split.labeled`` first groups in list order, or as many drawn at random (``split.labeled_order``)."""
+    k = _labeled_count(split_cfg.labeled, len(train_groups))
+    if split_cfg.labeled_order == "list":
+        return set(train_groups[:k])
+    # Its own stream, so that the labeled draw does not change when val/test fractions do.
+    pick = np.random.default_rng([split_cfg.seed, 1]).choice(len(train_groups), size=k, replace=False)
+    return {train_groups[i] for i in pick}
 
 
 def check_group_integrity(splits: Splits) -> None:
@@ -204,13 +218,13 @@ def make_splits(discovered: Discovered, split_cfg: SplitConfig) -> Splits:
     val_groups = set(order[n_test : n_test + n_val])
     train_groups = [g for g in groups if g not in test_groups and g not in val_groups]
 
-    k = _labeled_count(split_cfg.labeled, len(train_groups))
-    if split_cfg.labeled_order == "list":
-        labeled_groups = set(train_groups[:k])
+    val_cases = list(discovered.val) if discovered.val is not None else [c for c in train if c.group in val_groups]
+    test_cases = list(discovered.test) if discovered.test is not None else [c for c in train if c.group in test_groups]
+    if split_cfg.labeled_list:
+        held_out = {"validation": val_cases, "test": test_cases, "unlabeled": list(discovered.unlabeled)}
+        labeled_groups = labeled_groups_from_list(split_cfg.labeled_list, train, train_groups, held_out)
     else:
-        # Its own stream, so that the labeled draw does not change when val/test fractions do.
-        pick = np.random.default_rng([split_cfg.seed, 1]).choice(len(train_groups), size=k, replace=False)
-        labeled_groups = {train_groups[i] for i in pick}
+        labeled_groups = _counted_labeled_groups(split_cfg, train_groups)
 
     def source(predefined: list[Case] | None, drawn: bool) -> str:
         return "predefined" if predefined is not None else ("random" if drawn else "none")
@@ -219,8 +233,8 @@ def make_splits(discovered: Discovered, split_cfg: SplitConfig) -> Splits:
         labeled=[c for c in train if c.group in labeled_groups],
         unlabeled=[c for c in train if c.group in train_groups and c.group not in labeled_groups]
         + list(discovered.unlabeled),
-        val=list(discovered.val) if discovered.val is not None else [c for c in train if c.group in val_groups],
-        test=list(discovered.test) if discovered.test is not None else [c for c in train if c.group in test_groups],
+        val=val_cases,
+        test=test_cases,
         config={
             **dataclasses.asdict(split_cfg),
             "val_source": source(discovered.val, draw_val),

@@ -14,7 +14,9 @@ from uncol.errors import UncolError
 from uncol.report.figures import box_plots, reliability_figure, risk_coverage_figure, training_figure
 from uncol.report.overlays import case_figures
 from uncol.report.rundata import RunData, load_run_data
+from uncol.report.suggestions import find_suggestions, suggestions_section
 from uncol.report.tables import calibration_table, metrics_table, runs_table, uncertainty_table
+from uncol.suggestions.table import SuggestionFiles
 
 __all__ = ["build_report", "render_html"]
 
@@ -72,12 +74,15 @@ def _sampling_note(runs: Sequence[RunData]) -> str:
             + " (error rates are exact).</p>") if notes else ""
 
 
-def render_html(runs: Sequence[RunData], device: str | None = None) -> str:
+def render_html(
+    runs: Sequence[RunData], device: str | None = None, suggestions: SuggestionFiles | None = None
+) -> str:
     """The report page of ``runs`` (the first one picks the cases shown).
 
     Args:
         runs: evaluated runs, all on the same split.
         device: inference device for the case pictures.
+        suggestions: the first run's ``uncol suggest`` output, shown as a last section.
 
     Returns:
         The HTML text.
@@ -135,6 +140,9 @@ def render_html(runs: Sequence[RunData], device: str | None = None) -> str:
          "Ground truth and prediction in class colours, wrong voxels in yellow, uncertainty as the "
          "entropy of the probabilities divided by ln K (0: certain, 1: uniform)."),
     ]
+    if suggestions is not None:
+        intro, content = suggestions_section(runs[0], suggestions, device)
+        sections.append(("suggestions", "Which scans to annotate next", content, intro))
     nav = "".join(f'<a href="#{sid}">{_esc(head)}</a>' for sid, head, _, _ in sections)
     body = "".join(
         f'<section id="{sid}"><h2>{_esc(head)}</h2>'
@@ -160,6 +168,7 @@ def build_report(
     split: str = "test",
     device: str | None = None,
     evaluate: bool = True,
+    suggestions: str | Path | None = None,
 ) -> Path:
     """Write the HTML report of one run, or of several runs side by side.
 
@@ -172,18 +181,21 @@ def build_report(
         device: inference device for the case pictures (default: each run's ``train.device``).
         evaluate: evaluate runs whose ``split`` has no (or an outdated) evaluation; when ``False``
             that is an error naming the command to run.
+        suggestions: a folder written by ``uncol suggest`` to show as the section "Which scans to
+            annotate next"; by default ``RUN/suggestions`` of the first run when it holds one.
 
     Returns:
         The path of the written file.
 
     Raises:
-        UncolError: no run given, a folder that is not a run, or a missing evaluation with
-            ``evaluate=False``.
+        UncolError: no run given, a folder that is not a run, a missing evaluation with
+            ``evaluate=False``, or a ``suggestions`` folder without a complete ranking.
     """
     if not run_dirs:
         raise UncolError("no run folder given")
     runs = [load_run_data(r, split, evaluate=evaluate) for r in run_dirs]
+    found = find_suggestions(runs[0].root, suggestions)
     if out is None:
         suffix = "" if len(runs) == 1 else "_compare"
         out = runs[0].root / f"report_{split}{suffix}.html"
-    return atomic_write_text(out, render_html(runs, device))
+    return atomic_write_text(out, render_html(runs, device, found))

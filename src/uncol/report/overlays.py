@@ -2,7 +2,9 @@
 uncertainty, on the slice (2D models) or the three planes (3D models) with the most foreground.
 
 Only these three cases are predicted again, with the weights the evaluation used; compared runs are
-shown on the cases picked from the first run, so every column shows the same anatomy.
+shown on the cases picked from the first run, so every column shows the same anatomy. A case without
+ground truth (an unlabeled scan, :mod:`uncol.report.suggestions`) is drawn without the ground-truth
+and wrong-voxel columns.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 
+from uncol.config import Config
 from uncol.data.readers import load_case
 from uncol.data.splits import load_splits
 from uncol.data.types import CaseData
@@ -28,7 +31,10 @@ from uncol.report.figures import new_figure, png_bytes
 from uncol.report.rundata import RunData
 from uncol.runs import RunPaths, load_weights
 
-__all__ = ["CLASS_COLORS", "CaseFigure", "Plane", "case_figures", "case_mean_dice", "pick_cases", "pick_planes"]
+__all__ = [
+    "CLASS_COLORS", "CaseFigure", "CasePrediction", "Plane", "case_figures", "case_mean_dice", "pick_cases",
+    "pick_planes", "pick_planes_by", "predict_case", "render_case",
+]
 
 #: Overlay colour of foreground class ``c`` is ``CLASS_COLORS[(c - 1) % len]`` (distinct on grey).
 #: Yellow is left out: it marks the wrong voxels.
@@ -100,15 +106,28 @@ def pick_planes(label: np.ndarray, model_dims: int, slice_axis: int) -> list[Pla
     Returns:
         One plane (2D) or three (3D).
     """
-    if label.ndim == 2:
+    return pick_planes_by(label > 0, model_dims, slice_axis)
+
+
+def pick_planes_by(weight: np.ndarray, model_dims: int, slice_axis: int) -> list[Plane]:
+    """Like :func:`pick_planes`, with the slice of the largest sum of ``weight`` (e.g. an entropy map).
+
+    Args:
+        weight: a non-negative map ``(*spatial)``.
+        model_dims: 2 or 3, the run's network dimensions.
+        slice_axis: the data's slicing axis for 2D models.
+
+    Returns:
+        One plane (2D) or three (3D); the middle slice where ``weight`` is zero everywhere.
+    """
+    if weight.ndim == 2:
         return [Plane(None, 0)]
     axes = [slice_axis] if model_dims == 2 else [0, 1, 2]
-    fg = label > 0
     planes = []
     for axis in axes:
-        others = tuple(a for a in range(label.ndim) if a != axis)
-        counts = fg.sum(axis=others)
-        index = int(np.argmax(counts)) if counts.any() else label.shape[axis] // 2
+        others = tuple(a for a in range(weight.ndim) if a != axis)
+        sums = weight.sum(axis=others, dtype=np.float64)
+        index = int(np.argmax(sums)) if sums.any() else weight.shape[axis] // 2
         planes.append(Plane(axis, index))
     return planes
 
@@ -147,35 +166,42 @@ def _grey(image: np.ndarray) -> tuple[float, float]:
 
 
 @dataclass
-class _Prediction:
+class CasePrediction:
+    """A run's prediction of a case as drawn: class map and entropy / ln K, or why there is none."""
+
     label: np.ndarray | None
     entropy: np.ndarray | None
     note: str = ""
 
 
-def _predict(net: torch.nn.Module, data: CaseData, run: RunData, device: torch.device) -> _Prediction:
+def predict_case(net: torch.nn.Module, data: CaseData, cfg: Config, device: torch.device) -> CasePrediction:
+    """Predict a case for drawing; a failure becomes the note shown in place of the panels."""
     try:
-        probs = predict_probabilities(net, data, run.cfg, device)
+        probs = predict_probabilities(net, data, cfg, device)
     except (UncolError, RuntimeError) as e:
-        return _Prediction(None, None, f"cannot predict this case: {e}")
+        return CasePrediction(None, None, f"cannot predict this case: {e}")
     k = probs.shape[0]
-    return _Prediction(probs.argmax(axis=0).astype(np.uint8), compute_entropy(probs) / math.log(k))
+    return CasePrediction(probs.argmax(axis=0).astype(np.uint8), compute_entropy(probs) / math.log(k))
 
 
-def _render(
+def render_case(
     data: CaseData,
     planes: Sequence[Plane],
-    preds: Sequence[_Prediction],
+    preds: Sequence[CasePrediction],
     runs: Sequence[RunData],
     title: str,
 ) -> bytes:
+    """One case as a PNG: a row per plane; columns image, ground truth (when the case has one), then per
+    run its prediction, the wrong voxels (one run with ground truth) and its uncertainty."""
     single = len(runs) == 1
-    columns = ["image", "ground truth"]
+    has_gt = data.label is not None
+    columns = ["image"] + (["ground truth"] if has_gt else [])
     for run in runs:
         d = case_mean_dice(run.metrics, data.case_id)
         score = f" (Dice {100 * d:.1f}%)" if d is not None else ""
         prefix = "" if single else f"{run.name}: "
-        columns += [f"{prefix}prediction{score}"] + (["wrong voxels"] if single else []) + [f"{prefix}uncertainty"]
+        wrong = ["wrong voxels"] if single and has_gt else []
+        columns += [f"{prefix}prediction{score}", *wrong, f"{prefix}uncertainty"]
     n_rows, n_cols = len(planes), len(columns)
     image = data.image[0]
     views = [_display(_cut(image, plane), data, plane) for plane in planes]
@@ -203,7 +229,7 @@ def _render(
             p = _display(_cut(pred.label, plane), data, plane)[0] if pred.label is not None else None
             e = _display(_cut(pred.entropy, plane), data, plane)[0] if pred.entropy is not None else None
             panels.append((p, "label" if p is not None else pred.note))
-            if single:
+            if single and has_gt:
                 wrong = (p != gt).astype(np.uint8) if p is not None and gt is not None else None
                 panels.append((wrong, "wrong"))
             panels.append((e, "heat" if e is not None else pred.note))
@@ -228,7 +254,8 @@ def _render(
             elif arr is None and kind not in ("image", "label", "wrong", "heat"):
                 ax.text(0.5, 0.5, kind, transform=ax.transAxes, ha="center", va="center", fontsize=7, wrap=True)
         if plane.axis is not None:
-            axes[r, 0].set_ylabel(f"axis {plane.axis}, slice {plane.index + 1}/{data.label.shape[plane.axis]}", fontsize=8)
+            n_slices = data.image.shape[plane.axis + 1]
+            axes[r, 0].set_ylabel(f"axis {plane.axis}, slice {plane.index + 1}/{n_slices}", fontsize=8)
     for c, name in enumerate(columns):
         axes[0, c].set_title(name, fontsize=8.5)
     if heat is not None:
@@ -238,7 +265,7 @@ def _render(
         bar = fig.colorbar(ScalarMappable(heat.norm, heat.cmap), ax=axes[:, -1].tolist(), shrink=0.8, pad=0.02)
         bar.set_label("entropy / ln K", fontsize=8)
         bar.ax.tick_params(labelsize=7)
-    handles = _class_handles(runs[0])
+    handles = _class_handles(runs[0], wrong=single and has_gt)
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
@@ -251,12 +278,14 @@ def _wrong_rgba(wrong: np.ndarray) -> np.ndarray:
     return rgba
 
 
-def _class_handles(run: RunData) -> list[Patch]:
+def _class_handles(run: RunData, wrong: bool) -> list[Patch]:
     handles = [
         Patch(facecolor=CLASS_COLORS[(c - 1) % len(CLASS_COLORS)], alpha=0.7, label=name)
         for c, name in enumerate(run.class_names, start=1)
     ]
-    return [*handles, Patch(facecolor="#ffe600", label="wrong voxel")] if handles else []
+    if not handles or not wrong:
+        return handles
+    return [*handles, Patch(facecolor="#ffe600", label="wrong voxel")]
 
 
 def case_figures(runs: Sequence[RunData], device: str | None = None) -> list[CaseFigure]:
@@ -286,7 +315,7 @@ def case_figures(runs: Sequence[RunData], device: str | None = None) -> list[Cas
         if case is None:
             raise UncolError(f"{first.root}: case {case_id} of metrics_{first.split}.json is not in splits.json")
         data = load_case(case, first.cfg.data)
-        preds = [_predict(net, data, run, dev) for run, (net, dev) in zip(runs, models, strict=True)]
+        preds = [predict_case(net, data, run.cfg, dev) for run, (net, dev) in zip(runs, models, strict=True)]
         ref = data.label if data.label is not None and data.label.any() else preds[0].label
         planes = pick_planes(ref if ref is not None else np.zeros(data.image.shape[1:]), first.cfg.spatial_dims,
                              data.slice_axis)
@@ -296,5 +325,5 @@ def case_figures(runs: Sequence[RunData], device: str | None = None) -> list[Cas
             + ("; slice with the most foreground." if first.cfg.spatial_dims == 2 or data.label.ndim == 2
                else "; on each axis, the slice with the most foreground.")
         )
-        figures.append(CaseFigure(role, case_id, caption, _render(data, planes, preds, runs, title)))
+        figures.append(CaseFigure(role, case_id, caption, render_case(data, planes, preds, runs, title)))
     return figures

@@ -73,7 +73,8 @@ def _labeled(run: RunData) -> str:
     lab, unl = c.get("labeled", {}), c.get("unlabeled", {})
     amount = run.cfg.split.labeled
     asked = f"{amount:g} of the training groups" if amount <= 1 else f"{amount:g} groups"
-    text = f"{lab.get('cases', 0)} cases ({lab.get('groups', 0)} groups; split.labeled = {asked})"
+    chosen = f"split.labeled_list = {run.cfg.split.labeled_list}" if run.cfg.split.labeled_list else f"split.labeled = {asked}"
+    text = f"{lab.get('cases', 0)} cases ({lab.get('groups', 0)} groups; {chosen})"
     if unl.get("cases"):
         text += f", {unl['cases']} unlabeled"
     return text
