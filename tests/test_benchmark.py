@@ -158,6 +158,15 @@ def test_tables_mean_std_paired_intervals_and_missing_cells():
     assert not any(ln.startswith("| 7 | sup | +") for ln in lines)  # the reference has no paired row
 
 
+def test_tables_name_the_distance_unit_the_evaluations_report():
+    rows = [r | {"distance_unit": "vox"} for r in synthetic_rows("sup", 0, 7, {"c0": 0.7, "c1": 0.8})]
+    text = render_tables(rows, dataset="d", cells=[(7, "sup")], seeds=[0], reference=None, budget_note="B")
+    assert "vox" in text and " mm" not in text
+    legacy = render_tables(synthetic_rows("sup", 0, 7, {"c0": 0.7}), dataset="d", cells=[(7, "sup")], seeds=[0],
+                           reference=None, budget_note="B")
+    assert " mm" in legacy  # runs evaluated before reports named their unit: the standard convention's mm
+
+
 # ----------------------------------------------------------------------------------------------------------
 # A tiny grid end to end
 

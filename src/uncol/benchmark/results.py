@@ -26,6 +26,7 @@ Row = dict[str, Any]
 KEY_COLUMNS = ("dataset", "labeled", "method", "seed", "case")
 RUN_COLUMNS = (
     "cpu_seconds", "iterations", "images_labeled", "images_unlabeled", "best_step", "commit", "dirty", "convention",
+    "distance_unit",
 )
 
 
@@ -62,6 +63,8 @@ def run_rows(dataset: str, run: PlannedRun, state: GridState) -> list[Row]:
         "commit": started.get("commit"),
         "dirty": started.get("dirty"),
         "convention": report.get("convention"),
+        # HD95/ASD are in mm only where the data carry a spacing (SSL4MIS HDF5 files do not: voxels).
+        "distance_unit": report.get("distance_unit"),
     }
     rows = []
     for case in report.get("cases", []):

@@ -149,7 +149,11 @@ def render_tables(
     """
     methods = list(dict.fromkeys(m for _, m in cells))
     conventions = sorted({str(r["convention"]) for r in rows if r.get("convention")})
-    units = "mm" if conventions == ["standard"] else "voxels (medpy) or mm (standard)"
+    found_units = sorted({str(r["distance_unit"]) for r in rows if r.get("distance_unit")})
+    if found_units:
+        units = found_units[0] if len(found_units) == 1 else " or ".join(found_units)
+    else:  # runs evaluated before reports named their unit
+        units = "mm" if conventions == ["standard"] else "voxels (medpy) or mm (standard)"
     lines = [
         f"# Benchmark: {dataset}",
         "",
