@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--embeddings", action="store_true", default=None,
                    help="also cache full image embeddings (default: only for val/test)")
     c.add_argument("--max-cases", type=int, default=0, help="at most N cases (0 = all)")
+    c.add_argument("--limit", type=_positive_int, default=0, metavar="N",
+                   help="at most N images, the first ones listed (default: all)")
+    c.add_argument("--shard", default=None, metavar="I/N",
+                   help="encode only shard I of N (0-based; e.g. a job array's task id); not under torchrun, "
+                        "whose rank is the shard (docs/teachers.md)")
+    c.add_argument("--report", default=None, metavar="JSON",
+                   help="also write counts and throughput as JSON (under torchrun: rank 0, all ranks)")
     c.add_argument("--quiet", action="store_true")
     c = tsub.add_parser("zero-shot", help="score the teacher alone, prompted with ground-truth boxes")
     c.add_argument("config", help="YAML config (data, split and teacher sections)")
@@ -403,15 +410,16 @@ def _cmd_teacher(a: argparse.Namespace) -> int:
 
         torch.set_num_threads(cfg.train.threads)
     if a.teacher_command == "cache":
-        from uncol.teachers.precompute import precompute_cache
+        from uncol.atomic import atomic_write_json
+        from uncol.teachers.cache_job import run_cache_job
 
-        r = precompute_cache(cfg, a.split, a.embeddings, a.max_cases, show_progress=not a.quiet)
-        print(f"{r['images']} image(s) of {r['cases']} case(s): {r['computed']} computed, "
-              f"{r['cached_before']} already cached, {r['damaged_recomputed']} damaged entries recomputed, "
-              f"{r['seconds']:.0f} s")
-        for kind, d in r["disk"].items():
-            if d["files"]:
-                print(f"{kind}: {d['files']} entries, {d['bytes'] / 2**20:.1f} MiB in {r['cache_dir']}")
+        res = run_cache_job(
+            cfg, a.split, a.embeddings, a.max_cases, show_progress=not a.quiet, shard=a.shard, limit=a.limit
+        )
+        if res.reports:  # under torchrun rank 0 speaks for all ranks
+            print("\n".join(res.report_lines()))
+            if a.report:
+                atomic_write_json(a.report, res.to_dict())
         return 0
     from uncol.teachers.zero_shot import zero_shot_evaluate
 

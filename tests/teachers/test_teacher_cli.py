@@ -18,20 +18,6 @@ from uncol.errors import ConfigError
 from uncol.teachers.zero_shot import split_cases
 
 
-@pytest.fixture
-def use_fake(monkeypatch, fake_teacher):
-    """Make teacher.name=litemedsam build the stand-in teacher; returns the list of teachers built."""
-    built = []
-
-    def factory(cfg):
-        t = fake_teacher(size=64, token_grid=4, batch_size=cfg.batch_size)
-        built.append(t)
-        return t
-
-    monkeypatch.setitem(teachers.TEACHER_FACTORIES, "litemedsam", factory)
-    return built
-
-
 def _config(path: Path, data_cfg, out: Path, **sections) -> Path:
     values = {
         "name": "t",

@@ -15,6 +15,11 @@ preprocessing is simply a different key, so a stale entry is never read. Entries
 atomically and carry their key and a BLAKE2 digest of their payload; a truncated, partial or corrupt
 file is detected on reading, deleted and recomputed, never used.
 
+Several processes may fill one cache folder at once (``uncol teacher cache`` shards): there is no
+shared index to update (the folder listing is the index), every writer renames its own complete
+temporary file over the entry, so two writers of one entry leave one of two identical sound files,
+and readers see either no file or a whole one.
+
 Training never recomputes features of un-augmented views: it asks for the features of the stored
 sample and mirrors the sample's flips and 90-degree rotations on them with :func:`apply_geometry`
 (exact for pooled grids; see docs/teachers.md).
@@ -24,7 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -134,15 +141,17 @@ class FeatureCache(FeatureSource):
         """The entry's tensors, ``None`` when absent; a damaged entry is deleted and reported absent."""
         path = self.path(key, kind)
         try:
-            data = path.read_bytes()
+            fh = open(path, "rb")  # held open until a damaged file is discarded (_discard_if_unchanged)
         except FileNotFoundError:
             return None
-        problem = _check_entry(data, key)
-        if isinstance(problem, str):
-            self.stats.corrupt += 1
-            warnings.warn(f"{path}: damaged teacher cache entry ({problem}); recomputing", stacklevel=3)
-            path.unlink(missing_ok=True)
-            return None
+        with fh:
+            data = fh.read()
+            problem = _check_entry(data, key)
+            if isinstance(problem, str):
+                self.stats.corrupt += 1
+                warnings.warn(f"{path}: damaged teacher cache entry ({problem}); recomputing", stacklevel=3)
+                _discard_if_unchanged(path, fh.fileno())
+                return None
         header, offset = problem
         out: dict[str, torch.Tensor] = {}
         for name, dtype, shape, nbytes in header["tensors"]:
@@ -242,13 +251,67 @@ class FeatureCache(FeatureSource):
             self.stats.hits - before.hits, self.stats.misses - before.misses, self.stats.corrupt - before.corrupt
         )
 
+    @property
+    def entries_dir(self) -> Path:
+        """The folder of this teacher's entries (``root/<teacher name>``)."""
+        return self.root / self.teacher.name
+
+    def stray_temporaries(self, older_than_s: float = 3600.0) -> list[Path]:
+        """See :func:`stray_temporaries`."""
+        return stray_temporaries(self.entries_dir, older_than_s)
+
     def disk_usage(self) -> dict[str, tuple[int, int]]:
-        """Per entry kind (``feat``/``emb``): ``(number of files, total bytes)`` under this teacher's folder."""
-        out: dict[str, tuple[int, int]] = {}
-        for kind in ("feat", "emb"):
-            files = list((self.root / self.teacher.name).glob(f"*/*.{kind}"))
-            out[kind] = (len(files), sum(f.stat().st_size for f in files))
-        return out
+        """See :func:`entry_usage`."""
+        return entry_usage(self.entries_dir)
+
+
+def entry_usage(entries_dir: Path) -> dict[str, tuple[int, int]]:
+    """Per entry kind (``feat``/``emb``): ``(number of files, total bytes)`` in a teacher's entry folder.
+
+    Temporary files of writers at work (``.<entry>.<random>.tmp``) are not entries and not counted.
+    """
+    out: dict[str, tuple[int, int]] = {}
+    for kind in ("feat", "emb"):
+        sizes = []
+        for f in Path(entries_dir).glob(f"*/*.{kind}"):
+            try:
+                sizes.append(f.stat().st_size)
+            except FileNotFoundError:  # a damaged entry another process just discarded
+                continue
+        out[kind] = (len(sizes), sum(sizes))
+    return out
+
+
+def stray_temporaries(entries_dir: Path, older_than_s: float = 3600.0) -> list[Path]:
+    """Temporary files of writers that stopped before renaming them (older than ``older_than_s``).
+
+    They are never read (entries are looked up by their final name only) and can be deleted; younger
+    ones may belong to a writer still at work, so they are left out.
+    """
+    cutoff = time.time() - older_than_s
+    found = []
+    for f in Path(entries_dir).glob("*/.*.tmp"):
+        try:
+            if f.stat().st_mtime < cutoff:
+                found.append(f)
+        except FileNotFoundError:  # renamed by its writer meanwhile
+            continue
+    return sorted(found)
+
+
+def _discard_if_unchanged(path: Path, fd: int) -> None:
+    """Delete ``path`` if it is still the file open as ``fd``.
+
+    Another process may have replaced the damaged file with a sound entry since it was opened
+    (``os.replace`` puts a new inode at the path); that entry must stay. The open descriptor keeps
+    the damaged file's inode from being reused, so equal inodes mean the very file that was read.
+    """
+    try:
+        current, opened = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return
+    if (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
+        path.unlink(missing_ok=True)
 
 
 def _check_entry(data: bytes, key: str) -> str | tuple[dict, int]:

@@ -8,12 +8,18 @@ The cache is keyed by image content, so this must encode exactly the arrays that
   ``teacher.slice_stride``-th one (volumes normalised and padded to ``train.patch_size``, as UnCoL reads them);
 * ``val`` / ``test``: the normalised slices that zero-shot evaluation encodes (slices with at least
   one labeled class), with their image embeddings.
+
+Several processes can share the work: each encodes one shard of the images
+(:mod:`uncol.teachers.sharding`) into the same cache folder, whose entries are written atomically
+and skipped when already present (:mod:`uncol.teachers.cache`); :mod:`uncol.teachers.cache_job`
+picks the shard from ``--shard`` or from torchrun.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -25,7 +31,9 @@ from uncol.data.readers import load_case
 from uncol.data.training import SampleSet, prepare_case
 from uncol.data.types import Case
 from uncol.teachers.base import FoundationTeacher
+from uncol.teachers.sharding import Shard, select_shard
 from uncol.teachers.slicing import sample_axis, sample_slices
+from uncol.teachers.throughput import ShardThroughput
 from uncol.teachers.zero_shot import resolve_slice_axis, split_cases
 
 TRAINING_SPLITS = ("train", "labeled", "unlabeled")
@@ -50,6 +58,11 @@ def _evaluation_images(cfg: Config, cases: list[Case]) -> Iterator[np.ndarray]:
                 yield np.take(data.image, s, axis=axis + 1)
 
 
+def disk_summary(usage: dict[str, tuple[int, int]]) -> dict[str, dict[str, int]]:
+    """:meth:`~uncol.teachers.cache.FeatureCache.disk_usage` as ``{kind: {"files": n, "bytes": b}}``."""
+    return {kind: {"files": n, "bytes": b} for kind, (n, b) in usage.items()}
+
+
 def precompute_cache(
     cfg: Config,
     split: str = "train",
@@ -57,8 +70,10 @@ def precompute_cache(
     max_cases: int = 0,
     show_progress: bool = True,
     teacher: FoundationTeacher | None = None,
+    shard: Shard | None = None,
+    limit: int = 0,
 ) -> dict[str, Any]:
-    """Encode every image of ``split`` that is not cached yet.
+    """Encode every image of ``split`` (of this process's shard) that is not cached yet.
 
     Args:
         cfg: run configuration.
@@ -68,11 +83,15 @@ def precompute_cache(
         max_cases: at most this many cases (0 = all).
         show_progress: draw a progress bar.
         teacher: a teacher to use instead of building ``cfg.teacher``.
+        shard: encode only this shard of the images (default: all of them, as shard ``0/1``).
+        limit: at most this many images, the first ones listed, before sharding (0 = all).
 
     Returns:
-        Counts (images, computed, cached before, damaged entries recomputed), seconds and disk usage.
+        Counts (images of the shard, computed, cached before, damaged entries recomputed), seconds,
+        disk usage and the shard's :class:`~uncol.teachers.throughput.ShardThroughput` (``throughput``).
     """
     t0 = time.time()
+    shard = shard or Shard(0, 1)
     teacher = teacher or teachers.build_teacher(cfg.teacher)
     cache = teachers.open_cache(cfg, teacher)
     cases = split_cases(cfg, split)
@@ -80,19 +99,41 @@ def precompute_cache(
         cases = cases[:max_cases]
     evaluation = split not in TRAINING_SPLITS
     want_emb = evaluation if embeddings is None else embeddings
-    images = list((_evaluation_images if evaluation else _training_images)(cfg, cases))
-    with tqdm(total=len(images), desc=f"teacher cache {split}", unit="img", disable=not show_progress, dynamic_ncols=True) as bar:
-        stats = cache.warm(images, want_emb, progress=bar.update)
-    usage = cache.disk_usage()
+    listing = (_evaluation_images if evaluation else _training_images)(cfg, cases)
+    listed = list(islice(listing, limit) if limit > 0 else listing)
+    # Every process lists the same images and derives the same assignment from their keys alone.
+    mine = [listed[i] for i in select_shard([cache.feature_key(im) for im in listed], shard)]
+    t1, cpu1 = time.time(), time.process_time()
+    label = f"teacher cache {split}" + (f" shard {shard}" if shard.count > 1 else "")
+    with tqdm(total=len(mine), desc=label, unit="img", disable=not show_progress, dynamic_ncols=True) as bar:
+        stats = cache.warm(mine, want_emb, progress=bar.update)
+    t2, cpu2 = time.time(), time.process_time()
+    usage = cache.disk_usage()  # this process's view; other writers may still be at work
+    throughput = ShardThroughput(
+        shard=str(shard),
+        listed=len(listed),
+        images=len(mine),
+        encoded=stats.misses,
+        skipped=stats.hits,
+        damaged=stats.corrupt,
+        setup_seconds=round(t1 - t0, 3),
+        encode_seconds=round(t2 - t1, 3),
+        encode_cpu_seconds=round(cpu2 - cpu1, 3),
+        encode_start=t1,
+        encode_end=t2,
+    )
     return {
         "split": split,
         "cases": len(cases),
-        "images": len(images),
+        "listed": len(listed),
+        "images": len(mine),
         "computed": stats.misses,
         "cached_before": stats.hits,
         "damaged_recomputed": stats.corrupt,
         "embeddings": want_emb,
-        "seconds": round(time.time() - t0, 1),
+        "seconds": round(t2 - t0, 1),
         "cache_dir": str(cache.root),
-        "disk": {kind: {"files": n, "bytes": b} for kind, (n, b) in usage.items()},
+        "entries_dir": str(cache.entries_dir),
+        "disk": disk_summary(usage),
+        "throughput": throughput,
     }
