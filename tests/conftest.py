@@ -6,11 +6,21 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from fixtures_data import make_hdf5_dataset, make_image2d_dataset, make_nifti_dataset
 from uncol.config import DataConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test, restored afterwards: tests share the machine with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

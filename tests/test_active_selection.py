@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from fixtures_data import make_hdf5_dataset
@@ -32,12 +31,7 @@ def script():
     sys.modules.pop("active_selection", None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _groups(listed: Path) -> list[str]:

@@ -18,14 +18,7 @@ from uncol.errors import ConfigError
 from uncol.evaluation import evaluate_run
 from uncol.metrics import format_table
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tests share the machine with other work: one torch thread, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(root: Path, name: str, data: DataConfig) -> Path:

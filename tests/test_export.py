@@ -33,9 +33,7 @@ from uncol.runs import load_weights  # noqa: E402
 NAMES = ["background", "RV", "LV"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(root: Path, name: str, data, model: dict, **sections: dict) -> Path:

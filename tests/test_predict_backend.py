@@ -21,14 +21,7 @@ from uncol.errors import ConfigError, UncolError  # noqa: E402
 from uncol.export import export_onnx  # noqa: E402
 from uncol.prediction import predict_files  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tests share the machine with other work: one torch thread, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(root: Path, name: str, data, channels: list[int]) -> Path:

@@ -33,13 +33,7 @@ from uncol.runs import CHECKPOINT_VERSION, RunPaths, load_weights
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tests share the machine with other work: one torch thread, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_config(arch: str = "unet2d", in_channels: int = 1, num_classes: int = 3, **sections: dict) -> Config:

@@ -47,13 +47,7 @@ from uncol.suggestions.table import GROUP_COLUMNS, SCAN_COLUMNS, read_suggestion
 LN2 = math.log(2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tests share the machine with other work: one torch thread, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -287,12 +287,17 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     )
     maps = sum(len(o.paths) - 1 for o in res.outputs)
     print(f"{len(res.outputs)} mask(s) written to {a.out}" + (f", {maps} map(s) to {Path(a.out) / 'maps'}" if maps else ""))
-    if res.failures:
-        print(f"uncol: {len(res.failures)} input(s) failed:", file=sys.stderr)
-        for failure in res.failures:
-            print(f"  {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return _report_failures(res.failures)
+
+
+def _report_failures(failures: Sequence[object]) -> int:
+    """Print the inputs that failed (to stderr); the exit status: 1 when any failed, else 0."""
+    if not failures:
+        return 0
+    print(f"uncol: {len(failures)} input(s) failed:", file=sys.stderr)
+    for failure in failures:
+        print(f"  {failure}", file=sys.stderr)
+    return 1
 
 
 def _cmd_score(a: argparse.Namespace) -> int:
@@ -465,12 +470,7 @@ def _cmd_suggest(a: argparse.Namespace) -> int:
     print(f"ranking written to {res.csv}")
     if res.labeled_list is not None:
         print(f"labeled list written to {res.labeled_list} (train the next run with --set split.labeled_list=...)")
-    if res.failures:
-        print(f"uncol: {len(res.failures)} input(s) failed:", file=sys.stderr)
-        for failure in res.failures:
-            print(f"  {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return _report_failures(res.failures)
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
