@@ -129,7 +129,7 @@ def synthetic_rows(method: str, seed: int, labeled: float, dice: dict[str, float
     return [
         {"dataset": "d", "labeled": labeled, "method": method, "seed": seed, "case": case, "dice_mean": d,
          "jaccard_mean": d, "hd95_mean": 2.0, "asd_mean": 1.0, "cpu_seconds": 60.0, "iterations": 10,
-         "images_labeled": 80, "images_unlabeled": 0, "convention": "standard"}
+         "images_labeled": 80, "images_unlabeled": 0, "convention": "standard", "best_step": 4 + seed}
         for case, d in dice.items()
     ]
 
@@ -149,6 +149,7 @@ def test_tables_mean_std_paired_intervals_and_missing_cells():
     assert row_sup_3.startswith(f"| 3 | sup | 0/2 | {MISSING} |")
     row_new_7 = next(ln for ln in lines if ln.startswith("| 7 | new | 2/2"))
     assert "| 77.00 ± 0.00 |" in row_new_7
+    assert "| 10 | 4, 5 |" in row_new_7  # iterations, then each seed's best validation step
     assert "## Paired Dice difference to sup" in text
     paired_7 = [ln for ln in lines if ln.startswith("| 7 | new |")][-1]
     # the same +5 points on every case: zero-width intervals at +5.00, per seed and pooled

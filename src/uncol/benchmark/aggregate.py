@@ -23,6 +23,7 @@ class RunResult:
         iterations: training steps.
         images_labeled: labeled images it trained on (``None`` when the engine did not record it).
         images_unlabeled: unlabeled images it trained on.
+        best_step: the step of its validation-selected checkpoint.
     """
 
     method: str
@@ -33,6 +34,7 @@ class RunResult:
     iterations: int | None = None
     images_labeled: int | None = None
     images_unlabeled: int | None = None
+    best_step: int | None = None
 
     def mean(self, metric: str) -> float | None:
         """Mean over test cases of the case means (the run's headline number)."""
@@ -49,6 +51,7 @@ def group_runs(rows: Sequence[dict[str, Any]]) -> dict[tuple[float, str, int], R
             run = runs[key] = RunResult(
                 key[1], key[0], key[2], cpu_seconds=row.get("cpu_seconds"), iterations=row.get("iterations"),
                 images_labeled=row.get("images_labeled"), images_unlabeled=row.get("images_unlabeled"),
+                best_step=row.get("best_step"),
             )
         for metric in METRIC_NAMES:
             run.cases.setdefault(metric, {})[str(row["case"])] = row.get(f"{metric}_mean")

@@ -77,9 +77,9 @@ def metrics_table(rows: Sequence[dict[str, Any]], cells: Sequence[Cell], seeds: 
     """Lines of the table of mean ± std over seeds, one row per (labeled, method)."""
     runs = group_runs(rows)
     lines = [
-        "| labeled | method | seeds | Dice (%) | Jaccard (%) | HD95 | ASD | iterations | CPU min | "
+        "| labeled | method | seeds | Dice (%) | Jaccard (%) | HD95 | ASD | iterations | best step | CPU min | "
         "images seen (labeled + unlabeled) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for labeled, method in cells:
         mine = [runs[(labeled, method, s)] for s in seeds if (labeled, method, s) in runs]
@@ -92,10 +92,18 @@ def metrics_table(rows: Sequence[dict[str, Any]], cells: Sequence[Cell], seeds: 
             f"| {_fmt_mean_std(_metric_values(mine, 'hd95'), 1, 2)} "
             f"| {_fmt_mean_std(_metric_values(mine, 'asd'), 1, 2)} "
             f"| {_fmt_count([r.iterations for r in mine])} "
+            f"| {_fmt_best_steps(mine)} "
             f"| {_fmt_mean_std(cpu, 1, 1) if cpu else MISSING} "
             f"| {images if mine else MISSING} |"
         )
     return lines
+
+
+def _fmt_best_steps(runs: Sequence[RunResult]) -> str:
+    """Where each seed's validation-selected checkpoint was, as steps: a best step near the last step
+    means the run was still improving when its budget ended."""
+    steps = [r.best_step for r in runs if r.best_step not in (None, "")]
+    return ", ".join(f"{int(float(s)):,}" for s in steps) if steps else MISSING
 
 
 def paired_table(
