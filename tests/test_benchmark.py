@@ -341,3 +341,37 @@ def test_only_report_rebuilds_outputs_and_a_changed_grid_is_refused(finished_gri
     grid3 = write_yaml(tmp_path / "budget.yaml", changed)
     assert main(["benchmark", str(grid3), "--quiet"]) == 2
     assert "budget.cpu_seconds" in capsys.readouterr().err
+
+
+def test_archive_keeps_finished_runs_and_calibration_beyond_the_grid_folder(tmp_path, monkeypatch):
+    import shutil
+
+    import uncol.api
+    import uncol.benchmark.runner
+
+    config = tiny_config(tmp_path)
+    grid_path = write_yaml(tmp_path / "grid.yaml", {
+        "name": "tiny", "out": str(tmp_path / "out"), "archive": str(tmp_path / "archive"), "seeds": [0],
+        "labeled": [2], "budget": {"cpu_seconds": 0.1, "calibration_steps": 3, "validations": 1},
+        "methods": {"supervised": {"config": str(config)}},
+    })
+    first = run_grid(grid_path, show_progress=False, echo=lambda _: None)
+    archive = tmp_path / "archive"
+    record = archive / "runs" / "supervised_l2_s0"
+    assert (record / "metrics_test.json").exists() and (record / "summary.json").exists()
+    assert not list(record.glob("**/*.pt"))  # a record, not the weights
+    assert (archive / "grid_state.json").exists() and (archive / "results.csv").exists()
+    csv_before = (tmp_path / "out" / "results.csv").read_text()
+
+    shutil.rmtree(tmp_path / "out")  # a new machine: the grid folder is gone, the archive is committed
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an archived run must not be trained or calibrated again")
+
+    monkeypatch.setattr(uncol.api, "train", no_training)
+    monkeypatch.setattr(uncol.benchmark.runner, "calibrate", no_training)
+    lines: list[str] = []
+    second = run_grid(grid_path, show_progress=False, echo=lines.append)
+    assert any("restored 1 finished run" in ln for ln in lines)
+    assert [r["status"] for r in second["runs"]] == ["finished"] == [r["status"] for r in first["runs"]]
+    assert (tmp_path / "out" / "results.csv").read_text() == csv_before

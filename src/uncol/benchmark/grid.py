@@ -19,7 +19,7 @@ from uncol.errors import ConfigError
 
 # Names become folder names and CSV values: keep them to characters that are safe everywhere.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TOP_KEYS = ("name", "out", "seeds", "seed_keys", "labeled", "reference", "budget", "set", "methods")
+_TOP_KEYS = ("name", "out", "archive", "seeds", "seed_keys", "labeled", "reference", "budget", "set", "methods")
 _METHOD_KEYS = ("config", "labeled", "set", "iterations")
 _BUDGET_KEYS = ("cpu_seconds", "calibration_steps", "validations")
 # The calibration excludes this many first steps (one-time warm-up) from the measured cost.
@@ -77,6 +77,8 @@ class GridSpec:
         budget: the per-run CPU budget, or ``None`` when every method fixes its iterations.
         overrides: ``key=value`` overrides applied to every run.
         methods: the method entries in file order.
+        archive: folder keeping the finished runs' records and the grid state beyond the grid folder
+            (``uncol.benchmark.archive``), or ``None``.
     """
 
     path: Path
@@ -88,6 +90,7 @@ class GridSpec:
     budget: BudgetSpec | None
     overrides: tuple[str, ...]
     methods: tuple[MethodSpec, ...]
+    archive: Path | None = None
 
     def method(self, name: str) -> MethodSpec:
         """The method entry called ``name``."""
@@ -150,6 +153,9 @@ class _Parser:
         out = raw.get("out", f"runs/benchmark/{name}")
         if not isinstance(out, str) or not out.strip():
             raise self.error("out", f"expected a folder path, got {out!r}")
+        archive = raw.get("archive")
+        if archive is not None and (not isinstance(archive, str) or not archive.strip()):
+            raise self.error("archive", f"expected a folder path, got {archive!r}")
         seeds = self._int_list(raw.get("seeds"), "seeds")
         seed_keys = self._str_list(raw.get("seed_keys", ["train.seed"]), "seed_keys")
         if not seed_keys:
@@ -170,6 +176,7 @@ class _Parser:
         spec = GridSpec(
             path=path_of(self.path), name=name, out=Path(out), seeds=seeds, seed_keys=seed_keys,
             reference=reference, budget=budget, overrides=overrides, methods=methods,
+            archive=None if archive is None else Path(archive),
         )
         self._no_controlled_overrides(spec)
         return spec

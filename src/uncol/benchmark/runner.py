@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from uncol.atomic import atomic_write_text
+from uncol.benchmark.archive import archive_output, archive_run, archive_state, restore
 from uncol.benchmark.calibration import calibrate
 from uncol.benchmark.figure import plot_dice_vs_labeled
 from uncol.benchmark.grid import GridSpec, load_grid, path_of
@@ -65,11 +66,16 @@ def run_grid(
     spec = grid if isinstance(grid, GridSpec) else load_grid(grid)
     folder = path_of(Path(out) if out is not None else spec.out)
     runs = plan_runs(spec, folder)
+    archive = None if spec.archive is None else path_of(spec.archive)
+    if archive is not None and not dry_run:
+        restored = restore(folder, archive, runs)
+        if restored:
+            echo(f"restored {len(restored)} finished run(s) from the archive {archive}")
     if dry_run:
         _print_plan(spec, folder, runs, echo)
     elif not only_report:
         with GridLock(folder):
-            _GridRun(spec, folder, show_progress, echo).train(runs)
+            _GridRun(spec, folder, show_progress, echo, archive).train(runs)
     result: dict[str, Any] = {
         "out": str(folder),
         "runs": [
@@ -79,14 +85,24 @@ def run_grid(
         ],
     }
     if not dry_run:
-        result.update(write_report(spec, folder, runs, echo))
+        report = write_report(spec, folder, runs, echo)
+        result.update(report)
+        if archive is not None:
+            # Also the runs that a process without the archive setting finished (idempotent).
+            for run in runs:
+                if run_status(run.run_dir) is RunStatus.FINISHED:
+                    archive_run(run, archive)
+            archive_state(folder, archive)
+            for key in ("results_csv", "tables", "figure"):
+                archive_output(Path(report[key]), archive)
     return result
 
 
 class _GridRun:
     """Training of the runs of one grid in one process."""
 
-    def __init__(self, spec: GridSpec, folder: Path, show_progress: bool, echo: Echo) -> None:
+    def __init__(self, spec: GridSpec, folder: Path, show_progress: bool, echo: Echo, archive: Path | None = None) -> None:
+        self.archive = archive
         self.spec = spec
         self.folder = folder
         self.show_progress = show_progress
@@ -99,6 +115,8 @@ class _GridRun:
         # see the same load on a shared machine (CPU time per step grows with contention).
         for run in runs:
             self.iterations(run)
+        if self.archive is not None:
+            archive_state(self.folder, self.archive)
         for i, run in enumerate(runs, 1):
             self.run_one(run, f"[{i}/{len(runs)}] {run.describe()}")
 
@@ -130,6 +148,9 @@ class _GridRun:
         if run_status(run.run_dir) is not RunStatus.FINISHED:
             raise UncolError(f"{run.run_dir}: training ended without a test evaluation; the benchmark needs a test split")
         self.echo(f"{prefix}: done ({_run_text(run.run_dir)})")
+        if self.archive is not None:
+            archive_run(run, self.archive)
+            archive_state(self.folder, self.archive)
 
     def iterations(self, run: PlannedRun) -> int:
         """The pair's fixed or calibrated iteration count, calibrating it on first use."""
