@@ -188,8 +188,9 @@ class TrainSummary:
             "iterations": self.iterations,
             "best_step": self.best_step,
             "best_val_dice": self.best_val_dice,
-            "seconds": round(self.seconds, 1),
-            "cpu_seconds": round(self.cpu_seconds, 1),
+            # milliseconds: a run of a few tiny steps must not round to 0 s (the benchmark reads these)
+            "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "images_seen": self.images_seen or {"labeled": 0, "unlabeled": 0},
             "parameters": self.parameters,
         }
