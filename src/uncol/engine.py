@@ -458,8 +458,9 @@ class Trainer:
             self.optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=0.9, weight_decay=cfg.train.weight_decay)
         else:
             self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        # The method places train.schedule over its phases (default: once over the whole run).
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(cfg.train.schedule, s, cfg.train.iterations)
+            self.optimizer, lambda s: self.method.lr_factor(s, lambda t, n: lr_factor(cfg.train.schedule, t, n))
         )
         self.use_amp = cfg.train.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)

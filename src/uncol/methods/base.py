@@ -139,6 +139,20 @@ class TrainingMethod:
     def after_step(self, ctx: StepContext) -> None:
         """Called after every optimiser step (EMA updates and the like)."""
 
+    def lr_factor(self, step: int, schedule: Callable[[int, int], float]) -> float:
+        """Learning-rate multiplier of ``train.lr`` at ``step``.
+
+        Args:
+            step: zero-based optimiser step.
+            schedule: ``train.schedule`` as a function ``(step, length) -> factor`` over a phase of ``length``
+                steps (poly, cosine or constant).
+
+        Returns:
+            The factor; by default one schedule over the whole run. A method with phases that the paper
+            trains as separate runs (UnCoL's two stages) restarts it per phase.
+        """
+        return schedule(step, self.cfg.train.iterations)
+
     def deferred_options(self) -> tuple[int, frozenset[str]]:
         """Options that no step before a given one reads.
 
