@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uncol.config import Config, load_config
+from uncol.distributed_training import training_ranks
 from uncol.engine import Trainer
 from uncol.errors import UncolError
 from uncol.runs import RunPaths, load_run_config
@@ -82,6 +83,8 @@ def train(
     out: dict[str, Any] = {"run_dir": str(run_dir), "train": summary.to_json()}
     if summary.steps_done < summary.iterations:
         return out  # stopped early on request: nothing final to evaluate yet
+    if not training_ranks().is_writer:
+        return out  # under torchrun, rank 0 evaluates the weights it wrote
     from uncol.evaluation import evaluate_run
 
     splits = RunPaths(run_dir)

@@ -251,6 +251,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
         a.config, overrides, resume=a.resume, evaluate_splits=splits, show_progress=not a.quiet, stop_after=a.stop_after,
         branch_from=a.branch_from,
     )
+    from uncol.distributed_training import training_ranks
+
+    if not training_ranks().is_writer:
+        return 0  # under torchrun, rank 0 reports for all
     t = res["train"]
     print(f"\nrun folder: {res['run_dir']}")
     print(f"steps: {t['steps_done']}/{t['iterations']}, time {t['seconds']:.0f} s, parameters {t['parameters']:,}")

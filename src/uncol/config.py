@@ -199,6 +199,11 @@ class TrainConfig:
     val_max_cases: int = option(0, "Validate on at most N validation cases (0 = all) to bound validation time.")
     loss_dice_weight: float = option(1.0, "Weight of the Dice loss in the supervised loss.")
     loss_ce_weight: float = option(1.0, "Weight of the cross-entropy loss in the supervised loss.")
+    sync_batchnorm: bool = option(
+        False,
+        "Under torchrun with several GPUs: synchronise BatchNorm statistics over the processes (SyncBatchNorm); "
+        "otherwise each process normalises with its own batch. GPUs only (docs/distributed.md).",
+    )
 
 
 @dataclass

@@ -12,6 +12,7 @@ Run folder layout (see docs/run_folder.md)::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import random
@@ -46,6 +47,19 @@ from uncol.data.splits import Splits, load_splits, make_splits, save_splits
 from uncol.data.training import SampleSet, StepBatches
 from uncol.data.types import Case, CaseData
 from uncol.devices import select_device
+from uncol.distributed import process_group
+from uncol.distributed_training import (
+    DataParallel,
+    Silent,
+    barrier,
+    check_replicas,
+    device_for_rank,
+    gather,
+    mean_scalars,
+    shard_indices,
+    training_ranks,
+    use_sync_batchnorm,
+)
 from uncol.errors import ConfigError, DataError, UncolError
 from uncol.inference import predict_labels
 from uncol.methods import StepContext, TrainingMethod, build_method, get_method
@@ -239,10 +253,13 @@ class Trainer:
         self.branch_from = None if branch_from is None else branch_checkpoint(Path(branch_from))
         self.paths = RunPaths(run_dir)
         self.resume = resume
-        self.show_progress = show_progress
+        self.show_progress = show_progress and training_ranks().is_writer  # one progress bar under torchrun
         self.stop_after = stop_after
         self.checkpoint_on_stop = checkpoint_on_stop
-        self.device = select_device(cfg.train.device)
+        # Under torchrun with WORLD_SIZE > 1 (docs/distributed.md): this process's share of the work.
+        self.ranks = training_ranks()
+        self._parallel: DataParallel | None = None
+        self.device = device_for_rank(select_device(cfg.train.device), self.ranks)
         self.step = 0  # number of optimiser steps done
         self.best_score: float | None = None
         self.best_step: int | None = None
@@ -422,6 +439,7 @@ class Trainer:
                 on_bad_case=collect("labeled"),
             )
         network = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
+        network = use_sync_batchnorm(network, self.device, cfg.train.sync_batchnorm and self.ranks.distributed)
         self.method: TrainingMethod = build_method(cfg, network)
         # Refused before anything is written: a branch changing what its steps computed, weights of another
         # network (the other modules may take their final shape in setup_data: checked when restored).
@@ -444,15 +462,25 @@ class Trainer:
                 file=sys.stderr,
             )
         self._check_data(bad, new_splits)
-        self._write_run_folder(new_splits)
+        if self.ranks.is_writer:
+            self._write_run_folder(new_splits)
         augment = cfg.augment if any((cfg.augment.flip, cfg.augment.rotate90, cfg.augment.rotate_degrees,
                                       cfg.augment.intensity, cfg.augment.noise_std)) else None
         self.batches = StepBatches(
-            labeled, cfg.train.batch_size, cfg.train.seed, augment, unlabeled, needs.unlabeled_batch_size, needs.views
+            labeled, cfg.train.batch_size, cfg.train.seed, augment, unlabeled, needs.unlabeled_batch_size, needs.views,
+            self.ranks.rank, self.ranks.world_size,
         )
+        if not self.ranks.is_writer:
+            barrier()  # rank 0 prepares first (e.g. fills the teacher cache), the others then read what it wrote
         self.method.setup_data(labeled, unlabeled, self.paths.root, bar)
+        if self.ranks.is_writer:
+            barrier()
         for m in self.method.modules().values():
             m.to(self.device)
+        if self.ranks.distributed:
+            network_params = {id(p) for p in self.method.network.parameters()}
+            others = [p for p in self.method.parameters() if id(p) not in network_params]
+            self._parallel = DataParallel(self.method.network, others, self.device)
         params = list(self.method.parameters())
         if cfg.train.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=0.9, weight_decay=cfg.train.weight_decay)
@@ -469,14 +497,19 @@ class Trainer:
         self._branch_step = start if 0 < start < cfg.train.iterations else 0
         if state is not None:
             self._restore(state)
-        if self._branching:
+        if self._branching and self.ranks.is_writer:  # the best-so-far of other ranks is never used
             self._carry_over(state, diff)
         resume_step = self.step if state is not None else None
+        if not self.ranks.is_writer:  # one writer of the run folder: rank 0
+            self.log = self.val_log = self.tb = Silent()
+            barrier()  # every rank has read the checkpoint it continues from before rank 0 writes a new one
+            return
         self.log = CsvLog(self.paths.log_csv, resume_step)
         self.val_log = CsvLog(self.paths.val_csv, resume_step)
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(self.paths.tensorboard), purge_step=self.step if state is not None else None)
+        barrier()
 
     def _bar_factory(self):
         show = self.show_progress
@@ -490,7 +523,9 @@ class Trainer:
 
     def save_checkpoint(self, path: Path | None = None, extra: dict[str, Any] | None = None) -> Path:
         """Write everything needed to resume (atomically): weights, EMA, optimiser, scheduler, scaler, step,
-        RNG states, best-so-far and the resolved config (plus ``extra`` entries)."""
+        RNG states, best-so-far and the resolved config (plus ``extra`` entries); rank 0 alone writes."""
+        if not self.ranks.is_writer:
+            return path or self.paths.latest
         state = {
             "version": CHECKPOINT_VERSION,
             "step": self.step,
@@ -513,6 +548,8 @@ class Trainer:
     def save_branch_point(self) -> Path:
         """The checkpoint other runs may branch from, with the best weights so far inside (the run's own
         ``best.pt`` may later move past this step)."""
+        if not self.ranks.is_writer:
+            return self.paths.branch_point(self.step)
         best = None
         if self.best_step is not None and self.paths.best.exists():
             best = load_checkpoint(self.paths.best, "weights file")
@@ -549,6 +586,8 @@ class Trainer:
         self.images_seen = dict(state.get("images_seen", {"labeled": 0, "unlabeled": 0}))
 
     def _save_weights(self, path: Path, extra: dict[str, Any]) -> None:
+        if not self.ranks.is_writer:
+            return
         net = self.method.inference_network()
         atomic_torch_save(
             {
@@ -571,7 +610,7 @@ class Trainer:
         ctx = StepContext(self.step, self.cfg.train.iterations, self.device)
         self.method.train(True)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
+        with torch.autocast(device_type=self.device.type, enabled=self.use_amp), self._forward_context():
             losses = self.method.train_step(self._to_device(batch), ctx)
         if "loss" not in losses:
             raise RuntimeError(f"method {self.method.name!r} returned no 'loss' entry")  # programming error
@@ -582,11 +621,17 @@ class Trainer:
                 "(lower train.lr, check intensities with `uncol data check`)"
             )
         self.scaler.scale(loss).backward()
+        if self._parallel is not None:  # DDP averaged the network's gradients during backward
+            self._parallel.average_other_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.method.after_step(ctx)
         return {k: float(v.detach().float().item()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
+
+    def _forward_context(self) -> contextlib.AbstractContextManager[None]:
+        """Under torchrun, the method's forward passes go through DDP; otherwise nothing changes."""
+        return contextlib.nullcontext() if self._parallel is None else self._parallel.forward_through(self.method)
 
     def _validation_cases(self) -> list[CaseData]:
         if self._val_cases is None:
@@ -597,20 +642,29 @@ class Trainer:
         return self._val_cases
 
     def validation_step(self) -> dict[str, float]:
-        """Dice per class on the validation cases (whole cases, as at test time)."""
+        """Dice per class on the validation cases (whole cases, as at test time).
+
+        Under torchrun each rank scores its share of the cases; the scores are gathered in case order,
+        so every rank gets what one process computes.
+        """
         cases = self._validation_cases()
         net = self.method.inference_network()
         was_training = net.training
         net.eval()
         k = self.cfg.data.num_classes
-        per_class: list[list[float]] = [[] for _ in range(1, k)]
-        for data in cases:
+        scores: list[tuple[int, list[float]]] = []
+        for i in shard_indices(len(cases), self.ranks):
+            data = cases[i]
             pred = predict_labels(net, data, self.cfg, self.device)
-            for c in range(1, k):
-                d = compute_dice(pred == c, data.label == c)
-                if not math.isnan(d):
-                    per_class[c - 1].append(d)
+            scores.append((i, [compute_dice(pred == c, data.label == c) for c in range(1, k)]))
         net.train(was_training)
+        if self.ranks.distributed:
+            scores = sorted(s for part in gather(scores) for s in part)
+        per_class: list[list[float]] = [[] for _ in range(1, k)]
+        for _, dice in scores:
+            for c, d in enumerate(dice):
+                if not math.isnan(d):
+                    per_class[c].append(d)
         out = {f"dice_{c}": float(np.mean(v)) if v else float("nan") for c, v in enumerate(per_class, start=1)}
         valid = [v for v in out.values() if not math.isnan(v)]
         out["dice_mean"] = float(np.mean(valid)) if valid else float("nan")
@@ -619,7 +673,14 @@ class Trainer:
     # -- loop ------------------------------------------------------------------------------------------------
 
     def fit(self) -> TrainSummary:
-        """Run (or continue) training until ``train.iterations`` steps are done."""
+        """Run (or continue) training until ``train.iterations`` steps are done.
+
+        Under torchrun with several processes, inside a process group (uncol.distributed) unless the
+        caller started one.
+        """
+        if self.ranks.distributed and not torch.distributed.is_initialized():
+            with process_group(self.device):
+                return self.fit()
         self.setup()
         cfg = self.cfg.train
         start = self.step
@@ -642,13 +703,16 @@ class Trainer:
             for batch in loader:
                 scalars = self.train_step(batch)
                 self.step += 1
-                self.images_seen["labeled"] += int(batch["image"].shape[0])
+                # every rank draws the same number: the global batch is world_size times this one
+                self.images_seen["labeled"] += int(batch["image"].shape[0]) * self.ranks.world_size
                 if "unlabeled_image" in batch:
-                    self.images_seen["unlabeled"] += int(batch["unlabeled_image"].shape[0])
+                    self.images_seen["unlabeled"] += int(batch["unlabeled_image"].shape[0]) * self.ranks.world_size
                 self.elapsed = time.perf_counter() - t0
                 self.cpu_elapsed = time.process_time() - c0
                 if self.step % max(1, cfg.log_every) == 0 or self.step == cfg.iterations:
                     lr = self.optimizer.param_groups[0]["lr"]
+                    if self.ranks.distributed:  # the losses of the global batch, not rank 0's share
+                        scalars = mean_scalars(scalars)
                     self.log.write({"step": self.step, "lr": lr, "time_s": round(self.elapsed, 2), **scalars})
                     for k, v in scalars.items():
                         self.tb.add_scalar(f"train/{k}", v, self.step)
@@ -680,8 +744,12 @@ class Trainer:
             self.paths.root, self.step, cfg.iterations, self.best_step, self.best_score, self.elapsed, self.parameters,
             self.cpu_elapsed, dict(self.images_seen),
         )
-        atomic_write_json(self.paths.summary, summary.to_json())
+        if self.ranks.distributed:  # same weights and EMA teachers on every rank, or a bug
+            check_replicas(self.method.modules(), f"{self.paths.root}, step {self.step}")
+        if self.ranks.is_writer:
+            atomic_write_json(self.paths.summary, summary.to_json())
         self.tb.close()
+        barrier()  # rank 0 has written everything before any rank returns
         return summary
 
     def _best_text(self) -> str:

@@ -183,6 +183,11 @@ class StepBatches(Dataset):
 
     Used with ``DataLoader(batch_size=None, sampler=range(start, iterations))`` so workers prefetch
     whole steps, and the content of step ``s`` depends only on ``(seed, s)``.
+
+    With ``world_size`` > 1 (data-parallel training, uncol.distributed_training) every rank draws the
+    global batch of ``world_size * batch_size`` samples from the same seeded stream and keeps slice
+    ``rank`` of it: the ranks' batches are disjoint draws, and together exactly the batch one process
+    with ``world_size`` times the batch size draws. With one process nothing changes.
     """
 
     LABELED_STREAM = 0
@@ -197,6 +202,8 @@ class StepBatches(Dataset):
         unlabeled: SampleSet | None = None,
         unlabeled_batch_size: int = 0,
         views: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if views < 1:
             raise ValueError(f"views must be >= 1, got {views}")
@@ -211,6 +218,8 @@ class StepBatches(Dataset):
         self.seed = seed
         self.augment = augment
         self.views = views
+        self.rank = rank
+        self.world_size = world_size
 
     def __len__(self) -> int:  # pragma: no cover - indexed by step through a sampler
         return 2**62
@@ -220,10 +229,12 @@ class StepBatches(Dataset):
     ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[tuple[bool, ...], int]]]:
         rng = np.random.default_rng([self.seed, step, stream])
         images, labels, ids, geometry = [], [], [], []
-        for _ in range(n):
+        for i in range(n * self.world_size):
             idx = None
             for _ in range(self.views):  # views of one sample: its index is drawn once, augmentations each time
                 img, lab, idx, geo = sset.draw(rng, self.augment, idx)
+                if i // n != self.rank:  # another rank's share of the global batch: drawn only to advance rng
+                    continue
                 images.append(img)
                 labels.append(lab)
                 ids.append(idx)

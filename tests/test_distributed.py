@@ -1,0 +1,195 @@
+"""Data-parallel training under torchrun: 2 CPU processes on gloo against 1 process with the doubled batch.
+
+The 2-process runs are launched as torchrun launches them (``python -m torch.distributed.run``) on a
+tiny 2D configuration (instance norm: BatchNorm statistics would be per rank); each launch takes a
+few seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+
+from fixtures_data import make_hdf5_dataset
+from uncol.config import AugmentConfig, Config, config_from_dict
+from uncol.data.index import Problems, scan
+from uncol.data.splits import make_splits
+from uncol.data.training import SampleSet, StepBatches
+from uncol.distributed_training import (
+    TrainingRanks,
+    replica_mismatch,
+    shard_indices,
+    training_ranks,
+    use_sync_batchnorm,
+)
+from uncol.engine import Trainer
+from uncol.errors import ConfigError
+from uncol.runs import RunPaths
+
+#: Largest absolute difference allowed between the weights of the 2-process run and of the 1-process
+#: run with the doubled batch. They differ only by float rounding (the mean of two half-batch
+#: gradients against the gradient of the whole batch's mean), about 1e-7 per step here.
+WEIGHT_TOLERANCE = 1e-5
+
+
+def tiny_config(tmp_path: Path, method: str = "supervised", **train: object) -> Config:
+    data = make_hdf5_dataset(
+        tmp_path / "data", n_train=4, n_val=3, n_test=1, slices=3, shape=(32, 32), num_classes=3
+    )
+    values = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "data": dataclasses.asdict(data) | {"normalize": "zscore"},
+        "split": {"labeled": 2},
+        "model": {"arch": "unet2d", "channels": [4, 8, 16], "norm": "instance"},
+        "augment": {"rotate_degrees": 10.0},  # the ranks draw the same augmentations as one process
+        "method": {"name": method},
+        "train": {
+            "iterations": 6, "batch_size": 2, "patch_size": [32, 32], "val_every": 3,
+            "checkpoint_every": 3, "log_every": 1, "threads": 1, "lr": 0.01, "device": "cpu",
+        }
+        | train,
+    }
+    return config_from_dict(values)
+
+
+def torchrun(config: Path, run_dir: Path, *args: str, nproc: int = 2) -> None:
+    """``uncol train`` under torchrun with ``nproc`` CPU processes; fails the test with their output."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env |= {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        "-m", "uncol.cli", "train", str(config), "--set", f"output_dir={run_dir.parent}",
+        "--set", f"name={run_dir.name}", "--no-eval", "--quiet", *args,
+    ]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, f"torchrun failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["network"]
+
+
+def max_difference(a: Path, b: Path) -> float:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa if wa[k].is_floating_point())
+
+
+def log_steps(run: Path) -> list[int]:
+    import csv
+
+    with open(RunPaths(run).log_csv, newline="") as fh:
+        return [int(r["step"]) for r in csv.DictReader(fh)]
+
+
+# ---- the 2-process runs ------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_two_processes_end_with_the_weights_of_one_process_with_the_doubled_batch(tmp_path):
+    cfg = tiny_config(tmp_path)
+    yaml = tmp_path / "tiny.yaml"
+    yaml.write_text(cfg.to_yaml())
+    two = tmp_path / "runs" / "two"
+    torchrun(yaml, two)
+
+    one = tmp_path / "runs" / "one"
+    doubled = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=4))
+    Trainer(doubled, one, show_progress=False).fit()
+
+    diff = max_difference(RunPaths(one).final, RunPaths(two).final)
+    assert diff <= WEIGHT_TOLERANCE, f"2 processes vs 1 with the doubled batch: max |dw| = {diff:.3g}"
+    # One writer: every step logged once, validation (sharded over the ranks) recorded once per step.
+    assert log_steps(two) == list(range(1, 7))
+    assert len(RunPaths(two).val_csv.read_text().strip().splitlines()) == 3
+    summary = (RunPaths(two).summary).read_text()
+    assert '"labeled": 24' in summary  # 6 steps x 2 ranks x 2 images: the global batch counted
+    # The validation Dice gathered from both ranks is what one process computes for these weights.
+    a = RunPaths(one).val_csv.read_text().splitlines()
+    b = RunPaths(two).val_csv.read_text().splitlines()
+    assert [r.split(",")[0] for r in a] == [r.split(",")[0] for r in b]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_resume_with_another_number_of_processes_and_identical_ema_teachers(tmp_path):
+    # Mean Teacher: an EMA teacher that each rank updates from its own copy of the weights; the engine
+    # compares every module's state across the ranks at the end and fails the run if they differ.
+    cfg = tiny_config(tmp_path, method="mean_teacher")
+    yaml = tmp_path / "tiny.yaml"
+    yaml.write_text(cfg.to_yaml())
+    run = tmp_path / "runs" / "mt"
+    first = Trainer(dataclasses.replace(cfg, name="mt"), run, show_progress=False, stop_after=4,
+                    checkpoint_on_stop=True).fit()
+    assert first.steps_done == 4 and not RunPaths(run).final.exists()
+    torchrun(yaml, run, "--resume")  # 1 process for steps 1-4, then 2 processes for steps 5-6
+    p = RunPaths(run)
+    assert p.final.exists()
+    assert log_steps(run) == list(range(1, 7))
+    state = torch.load(p.latest, map_location="cpu", weights_only=True)
+    assert state["step"] == 6 and set(state["modules"]) == {"network", "ema"}
+
+
+# ---- one process standing in for a rank ---------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_ranks_other_than_0_write_nothing(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, iterations=3)
+    run = tmp_path / "runs" / "rank1"
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        trainer = Trainer(cfg, run, show_progress=False)
+        trainer.ranks = TrainingRanks(rank=1, world_size=2)  # rank 1 of 2, in a group of one for the test
+        summary = trainer.fit()
+    finally:
+        dist.destroy_process_group()
+    assert summary.steps_done == 3
+    assert not run.exists() or not any(run.rglob("*")), sorted(run.rglob("*"))
+
+
+def test_each_rank_draws_its_slice_of_the_global_batch(tmp_path):
+    cfg = tiny_config(tmp_path)
+    labeled = SampleSet(make_splits(scan(cfg.data, Problems(strict=True)), cfg.split).labeled, cfg, use_labels=True)
+    augment = AugmentConfig(flip=True, rotate_degrees=15.0)
+
+    def batch(b: int, rank: int = 0, world: int = 1, views: int = 1) -> dict:
+        return StepBatches(labeled, b, 7, augment, views=views, rank=rank, world_size=world)[5]
+
+    for views in (1, 2):
+        whole = batch(4, views=views)
+        halves = [batch(2, r, 2, views) for r in range(2)]
+        assert torch.equal(torch.cat([h["image"] for h in halves]), whole["image"])
+        assert torch.equal(torch.cat([h["label"] for h in halves]), whole["label"])
+        assert halves[0]["ids"] + halves[1]["ids"] == whole["ids"]
+    assert not np.array_equal(batch(2, 0, 2)["image"].numpy(), batch(2, 1, 2)["image"].numpy())
+
+
+def test_plain_processes_are_not_distributed():
+    assert training_ranks({}) == TrainingRanks(0, 1, 0)
+    assert not training_ranks({"RANK": "0", "WORLD_SIZE": "1"}).distributed
+    ranks = training_ranks({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    assert ranks.distributed and not ranks.is_writer
+    assert shard_indices(5, ranks) == [1, 3]
+
+
+def test_replica_mismatch_names_the_module_that_differs():
+    same = {"network": "a", "ema": "b"}
+    assert replica_mismatch([same, dict(same)]) == []
+    assert replica_mismatch([same, {"network": "a", "ema": "c"}]) == ["ema"]
+
+
+def test_sync_batchnorm_on_the_cpu_is_a_config_error():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    assert use_sync_batchnorm(net, torch.device("cpu"), enabled=False) is net
+    with pytest.raises(ConfigError, match="train.sync_batchnorm"):
+        use_sync_batchnorm(net, torch.device("cpu"), enabled=True)
