@@ -21,10 +21,13 @@ def test_rampup_and_threshold_schedule():
     values = [gaussian_rampup(t / 10) for t in range(11)]
     assert values == sorted(values)
     k = 4
-    assert entropy_threshold(0.0, k) == pytest.approx((0.75 + 0.25 * math.exp(-5)) * math.log(k))
-    assert entropy_threshold(1.0, k) == pytest.approx(math.log(k))
-    ts = [entropy_threshold(t / 10, k) for t in range(11)]
-    assert ts == sorted(ts)  # the filter relaxes over training
+    # UA-MT's reference code: ln 2 nats whatever K; lnK: a fraction of the largest entropy.
+    assert entropy_threshold(0.0, k) == pytest.approx((0.75 + 0.25 * math.exp(-5)) * math.log(2))
+    assert entropy_threshold(0.0, k, base="lnK") == pytest.approx((0.75 + 0.25 * math.exp(-5)) * math.log(k))
+    assert entropy_threshold(1.0, k, base="lnK") == pytest.approx(math.log(k))
+    for base in ("ln2", "lnK"):
+        ts = [entropy_threshold(t / 10, k, base=base) for t in range(11)]
+        assert ts == sorted(ts)  # the filter relaxes over training
 
 
 def test_entropy_values():

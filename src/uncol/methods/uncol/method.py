@@ -14,26 +14,34 @@ distillation from the frozen foundation teacher, with a Gaussian-ramped weight:
 
 The knowledge adapter attends to the teacher's prompt-fused features (``method.uncol.adapter_context``).
 
-**Stage 2, semi-supervised fine-tuning.** The specialized teacher is an EMA of the student (momentum
-``method.uncol.ema_decay``), started from the stage-1 student. For each unlabeled image both teachers give
+The specialized teacher, an EMA of the student (momentum ``method.uncol.ema_decay``), follows the student
+through both stages (paper Sec. 3.5.2: "during both training stages"). Each stage has its own learning-rate
+schedule, restarted at ``train.lr`` at the switch (``method.uncol.lr_schedule``; the paper trains each stage
+for its own 15k iterations at lr 0.01).
+
+**Stage 2, semi-supervised fine-tuning.** For each unlabeled image both teachers give
 class probabilities: the EMA teacher directly, the foundation teacher prompted from the EMA teacher's
-pseudo-label (boxes or low-uncertainty points). Uncertainty-aware pseudo-labels
-(:func:`uncol.methods.pseudo_labels.fuse_pseudo_labels`) keep the pixels where at least one teacher's
-entropy is below a ramped threshold. Labeled and unlabeled images are mixed both ways by copy-paste
+pseudo-label (boxes, jittered as the ground-truth boxes of stage 1, or low-uncertainty points).
+Uncertainty-aware pseudo-labels (:func:`uncol.methods.pseudo_labels.fuse_pseudo_labels`) keep the pixels
+where at least one teacher's entropy is below a ramped threshold, ``(0.75 + 0.25 r) x ln 2`` nats as UA-MT's
+reference code (``method.uncol.threshold_base``). Labeled and unlabeled images are mixed both ways by copy-paste
 (bidirectional, as BCP); labels and pseudo-labels are mixed with the same mask. Loss: Dice + CE on the
 labeled pixels, ``method.uncol.consistency_weight`` (0.5) x Gaussian ramp x Dice + CE on the confident
-pseudo-labelled pixels, plus the visual distillation (semantic distillation off). The adapter attends
-to the EMA teacher's last-layer tokens.
+pseudo-labelled pixels, plus the visual distillation (semantic distillation off). The adapter attends,
+token by token of the mixed image, to the foundation teacher's prompt-fused features where the pixels
+come from a labeled image and to the EMA teacher's last-layer tokens where they come from an unlabeled one
+(paper Sec. 3.5.2; ``method.uncol.stage2_labeled_context``).
 
-Every loss term, the ramps, the threshold and the fraction of pseudo-labelled pixels supervised by each
-teacher, by both and by neither are returned for the logs. Table 4's ablations are combinations of
+Every loss term, the ramps, the threshold, each teacher's confident fraction (``confident_general``,
+``confident_specialized``, ``confident_fused``) and the fraction of pseudo-labelled pixels supervised by
+each teacher, by both and by neither are returned for the logs. Table 4's ablations are combinations of
 ``method.uncol.distill`` and ``method.uncol.pseudo_labels`` (docs/methods.md).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +57,7 @@ from uncol.data.training import SampleSet
 from uncol.ema import EMA
 from uncol.errors import ConfigError
 from uncol.methods.base import DataNeeds, StepContext, TrainingMethod
+from uncol.methods.consistency import uncertainty_threshold
 from uncol.methods.losses import SegmentationLoss, masked_dice_ce
 from uncol.methods.ramps import gaussian_rampup
 from uncol.methods.registry import register_method
@@ -62,8 +71,9 @@ from uncol.models.student import UnCoLStudent
 STAGE2_OPTIONS = frozenset(
     f"method.uncol.{k}"
     for k in (
-        "pseudo_labels", "threshold_start", "threshold_end", "consistency_weight", "consistency_rampup",
-        "ema_decay", "stage2_visual", "teacher_min_dice", "stage2_labeled_batch",
+        "pseudo_labels", "threshold_start", "threshold_end", "threshold_base", "consistency_weight",
+        "consistency_rampup", "stage2_visual", "teacher_min_dice", "stage2_labeled_batch", "stage2_box_jitter",
+        "stage2_labeled_context",
     )
 )
 
@@ -140,10 +150,12 @@ class UnCoLMethod(TrainingMethod):
                   "unlabeled_batch_size"):
             if getattr(m, k) < 0:
                 raise ConfigError(f"method.uncol.{k}: must be >= 0, got {getattr(m, k)}")
-        if not 0.0 < m.threshold_start <= m.threshold_end <= 1.0:
+        # Fractions of ln K stop at 1 (the largest entropy); fractions of ln 2 may exceed it when K > 2.
+        top = 1.0 if m.threshold_base == "lnK" else math.inf
+        if not 0.0 < m.threshold_start <= m.threshold_end <= top:
             raise ConfigError(
-                "method.uncol.threshold_start/threshold_end: need 0 < start <= end <= 1, got "
-                f"{m.threshold_start}, {m.threshold_end}"
+                "method.uncol.threshold_start/threshold_end: need 0 < start <= end"
+                f"{' <= 1 with threshold_base=lnK' if top == 1.0 else ''}, got {m.threshold_start}, {m.threshold_end}"
             )
         if not cfg.model.arch.startswith("uncol_student"):
             raise ConfigError(
@@ -203,18 +215,20 @@ class UnCoLMethod(TrainingMethod):
                         )
         if self.teacher is None:
             return
-        from uncol.methods.uncol.targets import TeacherTargets
+        from uncol.methods.uncol.jittered_targets import JitteredPromptTargets as Targets
 
+        # Stage-2 boxes from pseudo-labels (and the reliability gate's from the ground truth) are jittered.
+        jitter = self.cfg.teacher.box_jitter_px if self.m.stage2_box_jitter else 0.0
         with bar(total=len(labeled), desc="teacher targets (labeled)", leave=False) as pb:
-            self.targets_l = TeacherTargets(
+            self.targets_l = Targets(
                 self.teacher, self.cache, labeled, self.cfg, self.grid, semantic=self.need_semantic,
-                progress=lambda i, n: pb.update(1),
+                progress=lambda i, n: pb.update(1), box_jitter_px=jitter,
             )
         if self.uses_unlabeled and unlabeled is not None and (self.stage2_visual or self.use_general_pl):
             with bar(total=len(unlabeled), desc="teacher targets (unlabeled)", leave=False) as pb:
-                self.targets_u = TeacherTargets(
+                self.targets_u = Targets(
                     self.teacher, self.cache, unlabeled, self.cfg, self.grid, embeddings=self.use_general_pl,
-                    lazy=self.m.lazy_unlabeled_targets, progress=lambda i, n: pb.update(1),
+                    lazy=self.m.lazy_unlabeled_targets, progress=lambda i, n: pb.update(1), box_jitter_px=jitter,
                 )
         if self.m.teacher_min_dice > 0 and self.use_general_pl and self.targets_u is not None:
             self._measure_reliability(run_dir)
@@ -258,8 +272,8 @@ class UnCoLMethod(TrainingMethod):
         return {"network": self.network, "ema": self.ema, "projections": self.projections}
 
     def deferred_options(self) -> tuple[int, frozenset[str]]:
-        # Stage 1 reads none of these (the EMA teacher starts from the student at the stage switch, the
-        # reliability gate is measured from the labeled data alone). `pseudo_labels=none` is not
+        # Stage 1 reads none of these (the EMA teacher follows the student from the first step, but only
+        # stage 2 reads it; the reliability gate is measured before training and used in stage 2 only). `pseudo_labels=none` is not
         # deferred: it removes stage 2, which moves the stage switch.
         if not self.uses_unlabeled:
             return 0, frozenset()
@@ -301,6 +315,24 @@ class UnCoLMethod(TrainingMethod):
         ramp = 1.0 if span <= 0 else gaussian_rampup(min(1.0, step / span))
         return self.m.distill_weight * ramp
 
+    def lr_factor(self, step: int, schedule: Callable[[int, int], float]) -> float:
+        """``train.schedule`` per stage (``method.uncol.lr_schedule=per_stage``): restarted at ``train.lr`` at
+        the switch, as the paper trains each stage for its own iterations at lr 0.01; or over the whole run."""
+        iterations = self.cfg.train.iterations
+        if self.m.lr_schedule == "whole_run" or self.stage1_steps >= iterations:
+            return schedule(step, iterations)
+        if step < self.stage1_steps:
+            return schedule(step, self.stage1_steps)
+        return schedule(step - self.stage1_steps, iterations - self.stage1_steps)
+
+    def threshold(self, step: int) -> float:
+        """Entropy threshold (nats) of the pseudo-label gate at ``step`` of stage 2: UA-MT's
+        ``(start + (end - start) r) x base``, ``r`` :meth:`stage2_ramp`, base ``ln 2`` or ``ln K``."""
+        m = self.m
+        return uncertainty_threshold(
+            self.stage2_ramp(step), self.cfg.data.num_classes, m.threshold_start, m.threshold_end, m.threshold_base
+        )
+
     def stage2_ramp(self, step: int) -> float:
         """Gaussian ramp of the pseudo-label weight and entropy threshold over ``consistency_rampup`` of stage 2."""
         span = self.m.consistency_rampup * (self.cfg.train.iterations - self.stage1_steps)
@@ -312,14 +344,12 @@ class UnCoLMethod(TrainingMethod):
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         if ctx.step < self.stage1_steps:
             return self._stage1(batch, ctx)
-        if ctx.step == self.stage1_steps:
-            # The specialized teacher starts from the pretrained student (paper Sec. 3.4).
-            self.ema.module.load_state_dict(self.network.state_dict())
         return self._stage2(batch, ctx)
 
     def after_step(self, ctx: StepContext) -> None:
-        if ctx.step >= self.stage1_steps:
-            self.ema.update(self.network, ctx.step - self.stage1_steps + 1)
+        # The specialized teacher follows the student "during both training stages" (paper Sec. 3.5.2),
+        # so it enters stage 2 as an average of the stage-1 students, not a copy of the last one.
+        self.ema.update(self.network, ctx.step)
 
     def _forward(self, x: torch.Tensor, context: torch.Tensor | None, own: torch.Tensor | None) -> Any:
         """Student forward; images flagged in ``own`` attend to their own tokens instead of ``context``."""
@@ -403,9 +433,13 @@ class UnCoLMethod(TrainingMethod):
         if p_g is not None:
             fused = fuse_pseudo_labels(p_g, p_s, threshold)
             stats = fused.fractions()
+            # What the gate keeps: each teacher's confident share of the unlabeled pixels, and their union.
+            stats["confident_general"] = stats["frac_general"] + stats["frac_both"]
+            stats["confident_specialized"] = stats["frac_special"] + stats["frac_both"]
+            stats["confident_fused"] = 1.0 - stats["frac_none"]
         else:
-            conf = entropy(p_s) < threshold
-            stats = {"frac_specialized_confident": float(conf.float().mean())}
+            conf = float((entropy(p_s) < threshold).float().mean())
+            stats = {"frac_specialized_confident": conf, "confident_specialized": conf}
         everywhere = torch.ones(p_s.shape[:1] + p_s.shape[2:], dtype=torch.bool, device=p_s.device)
         if mode == "uncertainty":
             assert p_g is not None
@@ -418,6 +452,29 @@ class UnCoLMethod(TrainingMethod):
             return p_g.argmax(1), everywhere, stats, tokens
         return p_s.argmax(1), everywhere, stats, tokens  # specialized
 
+    def labeled_context(self, xl: torch.Tensor, ids: Sequence[int], views: Sequence[Any]) -> torch.Tensor:
+        """Stage-2 adapter context of labeled views, as tokens ``(n, N, vit_dim)``.
+
+        The paper's (``stage2_labeled_context=foundation``): the foundation teacher's prompt-fused features
+        from ground-truth boxes, the stage-1 context, through the adapter's trainable projection; else (or
+        without a foundation teacher) the EMA teacher's last-layer tokens.
+        """
+        if self.m.stage2_labeled_context == "foundation" and self.teacher_context and self.targets_l is not None:
+            sem, _ = self.targets_l.semantic_targets(ids, views, xl.device)
+            return self.network.adapter.context_tokens(sem)
+        with torch.no_grad():
+            return self.ema(xl, return_features=True).layers[-1]
+
+    def _stage2_context(
+        self, xl: torch.Tensor, ids_l: Sequence[int], views_l: Sequence[Any], tokens_u: torch.Tensor, mt: torch.Tensor
+    ) -> torch.Tensor:
+        """Adapter context ``(2n, N, vit_dim)`` of the mixed images ``[labeled-based, unlabeled-based]``: each
+        token attends to the context of the image its pixels come from (``mt`` ``(n, 1, *grid)``: True = the
+        other image), labeled ones to :meth:`labeled_context`, unlabeled ones to the EMA teacher's tokens."""
+        tl = self.labeled_context(xl, ids_l, views_l)
+        other = mt.flatten(2).transpose(1, 2)  # (n, N, 1), token order of the ViT
+        return torch.cat([mix(tl, tokens_u, other), mix(tokens_u, tl, other)])
+
     def _stage2(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         n = min(batch["image"].shape[0], self.m.stage2_labeled_batch or batch["image"].shape[0])
         xl, yl, xu_all = batch["image"][:n], batch["label"][:n], batch["unlabeled_image"]
@@ -429,8 +486,7 @@ class UnCoLMethod(TrainingMethod):
         ids_u = [batch["unlabeled_ids"][j] for j in pair]
         views_u = [batch["unlabeled_geometry"][j] for j in pair]
         ramp = self.stage2_ramp(ctx.step)
-        k = self.cfg.data.num_classes
-        threshold = (self.m.threshold_start + (self.m.threshold_end - self.m.threshold_start) * ramp) * math.log(k)
+        threshold = self.threshold(ctx.step)
         yu_all, conf_all, stats, tokens_u = self._teachers(xu_all, batch, ctx, threshold)
         xu, yu, conf_u = xu_all[pair], yu_all[pair], conf_all[pair]
 
@@ -449,13 +505,7 @@ class UnCoLMethod(TrainingMethod):
         mt = token_mask(m, self.patch)[:, None]
         context = None
         if self.m.adapter_context == "teacher":
-            with torch.no_grad():
-                tl = self.ema(xl, return_features=True).layers[-1]
-                tu = tokens_u[pair]
-            grid_shape = (n, -1, *self.grid)
-            tl_map = tl.transpose(1, 2).reshape(grid_shape)
-            tu_map = tu.transpose(1, 2).reshape(grid_shape)
-            context = torch.cat([mix(tl_map, tu_map, mt), mix(tu_map, tl_map, mt)])
+            context = self._stage2_context(xl, ids_l, views_l, tokens_u[pair], mt)
         out = self.network(x_mix, context=context, return_features=True)
         loss_sup = masked_dice_ce(out.logits, y_mix, is_lab)
         loss_pl = masked_dice_ce(out.logits, y_mix, pseudo_ok)

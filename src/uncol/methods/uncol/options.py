@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from uncol.config import option
+from uncol.methods.consistency import ThresholdBase
 
 
 @dataclass
@@ -40,9 +41,15 @@ class UnCoLOptions:
         "plain average, the EMA teacher alone, the foundation teacher alone, or none (stage 2 skipped).",
     )
     threshold_start: float = option(
-        0.75, "Entropy threshold at the start of stage 2, as a fraction of ln(num_classes)."
+        0.75, "Entropy threshold at the start of stage 2, as a fraction of the base (method.uncol.threshold_base)."
     )
-    threshold_end: float = option(1.0, "Entropy threshold once ramped up, as a fraction of ln(num_classes).")
+    threshold_end: float = option(1.0, "Entropy threshold once ramped up, as a fraction of the base.")
+    threshold_base: ThresholdBase = option(
+        "ln2",
+        "Entropy (nats) the threshold fractions multiply: 'ln2' as UA-MT's reference code, which the paper takes "
+        "its threshold from (also for multi-class data), or 'lnK', the largest entropy of K classes (admits "
+        "nearly every pixel once K > 2).",
+    )
     stage2_visual: bool = option(
         True,
         "Stage 2: keep the visual distillation (the paper). False trains stage 2 on the labeled and "
@@ -77,5 +84,23 @@ class UnCoLOptions:
     adapter_context: Literal["teacher", "self"] = option(
         "teacher",
         "Keys/values of the knowledge adapter during training: the teachers' features (stage 1: the "
-        "foundation teacher's prompt-fused features; stage 2: the EMA teacher's tokens) or the student's own.",
+        "foundation teacher's prompt-fused features; stage 2: see stage2_labeled_context for labeled images, the "
+        "EMA teacher's tokens for unlabeled ones) or the student's own.",
+    )
+    stage2_labeled_context: Literal["foundation", "ema"] = option(
+        "foundation",
+        "Stage 2 adapter context of labeled images (adapter_context=teacher): the foundation teacher's "
+        "prompt-fused features from ground-truth boxes, as in stage 1 (the paper, Sec. 3.5.2), or the EMA "
+        "teacher's tokens like unlabeled images (earlier versions). Without a foundation teacher: the EMA's.",
+    )
+    lr_schedule: Literal["per_stage", "whole_run"] = option(
+        "per_stage",
+        "How train.schedule spans the stages: restarted at train.lr for each stage (the paper trains each "
+        "stage for its own 15k iterations at lr 0.01), or once over the whole run (stage 2 then starts at a "
+        "fraction of train.lr: about a third with poly at stage1_fraction=0.5).",
+    )
+    stage2_box_jitter: bool = option(
+        True,
+        "Stage 2: box prompts drawn from pseudo-labels get a random outward shift per side of up to "
+        "teacher.box_jitter_px (the paper's 20 px at 1024 px), drawn anew each step; False: tight boxes.",
     )

@@ -2,7 +2,8 @@
 
 Two teachers give class probabilities for each pixel of an unlabeled image. A teacher is *confident*
 at a pixel when the Shannon entropy of its prediction is below a threshold that rises during
-training (as in UA-MT, Yu et al., MICCAI 2019, so the filter starts strict and relaxes). Then:
+training (as in UA-MT, Yu et al., MICCAI 2019, so the filter starts strict and relaxes; by default on
+UA-MT's scale, ``ln 2`` nats, see :func:`entropy_threshold`). Then:
 
 - both confident: the uncertainty-weighted average of their probabilities, each weighted by the
   other's entropy share, ``w_g = H_s / (H_g + H_s)`` (the less uncertain teacher counts more; equal
@@ -20,17 +21,21 @@ from dataclasses import dataclass
 
 import torch
 
+from uncol.methods.consistency import ThresholdBase, uncertainty_threshold
 from uncol.methods.ramps import gaussian_rampup
 from uncol.methods.uncertainty import entropy
 
 
-def entropy_threshold(progress: float, num_classes: int, start: float = 0.75, end: float = 1.0) -> float:
-    """Entropy threshold at training progress ``t``: ``(start + (end - start) * rampup(t)) * ln(K)``.
+def entropy_threshold(
+    progress: float, num_classes: int, start: float = 0.75, end: float = 1.0, base: ThresholdBase = "ln2"
+) -> float:
+    """Entropy threshold (nats) at progress ``t`` of the ramp: ``(start + (end - start) * rampup(t)) * base``.
 
-    ``ln(K)`` is the largest possible entropy, so the threshold is a fraction of it that grows from
-    about ``start`` to ``end`` (UA-MT's schedule, generalised from 2 to K classes).
+    UA-MT's schedule (:func:`uncol.methods.consistency.uncertainty_threshold`), with the Gaussian ramp.
+    ``base`` ``ln2`` is UA-MT's reference code, also for multi-class data; ``lnK``, the largest possible
+    entropy, makes the threshold a fraction of it, which for ``K > 2`` admits nearly every pixel.
     """
-    return (start + (end - start) * gaussian_rampup(progress)) * math.log(num_classes)
+    return uncertainty_threshold(gaussian_rampup(progress), num_classes, start, end, base)
 
 
 @dataclass
