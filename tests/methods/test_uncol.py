@@ -244,8 +244,14 @@ def test_config_errors_name_the_option(tmp_path, data2d):
     base = uncol_config(tmp_path, data2d)
     with pytest.raises(ConfigError, match="model.arch"):
         config_from_dict(base.to_dict() | {"model": base.to_dict()["model"] | {"arch": "unet2d"}})
-    with pytest.raises(ConfigError, match="augment.rotate_degrees"):
-        config_from_dict(base.to_dict() | {"augment": base.to_dict()["augment"] | {"rotate_degrees": 15.0}})
+    # Free rotation is allowed: cached teacher targets follow it (tests/methods/test_uncol_views.py).
+    config_from_dict(base.to_dict() | {"augment": base.to_dict()["augment"] | {"rotate_degrees": 15.0}})
+    with pytest.raises(ConfigError, match="method.uncol.copy_paste_box"):
+        section = base.to_dict()["method"]["uncol"] | {"copy_paste_box": 0.0}
+        config_from_dict(base.to_dict() | {"method": {"name": "uncol", "uncol": section}})
+    with pytest.raises(ConfigError, match="method.uncol.copy_paste_prob"):
+        section = base.to_dict()["method"]["uncol"] | {"copy_paste_prob": 1.5}
+        config_from_dict(base.to_dict() | {"method": {"name": "uncol", "uncol": section}})
     with pytest.raises(ConfigError, match="teacher.name"):
         config_from_dict(base.to_dict() | {"teacher": base.to_dict()["teacher"] | {"name": "none"}})
     with pytest.raises(ConfigError, match="copy_paste_patch"):

@@ -4,7 +4,9 @@ Two mask shapes: a random subset of a grid of spatial patches (60% in UnCoL), an
 (2/3 of each side at a random position; a cuboid in 3D). Where the mask is set, pixels come from one
 image, elsewhere from another; label maps are mixed with the very same mask, so image and labels stay
 aligned. Sampling the mask (random) is separate from building and applying it (deterministic), as for
-every random transform.
+every random transform. :func:`sample_mix_masks` draws a batch of masks of either shape, leaving each
+image unmixed (an all-False mask) with a given probability; its box snaps to a grid of cells (e.g. ViT
+tokens) so that token-resolution targets mix exactly like the pixels.
 """
 
 from __future__ import annotations
@@ -86,3 +88,84 @@ def box_mask(spatial: Sequence[int], box: Box) -> np.ndarray:
     mask = np.zeros(tuple(int(n) for n in spatial), dtype=bool)
     mask[tuple(slice(b, b + s) for b, s in zip(box.start, box.size, strict=True))] = True
     return mask
+
+
+def sample_aligned_box(
+    spatial: Sequence[int], unit: int, fraction: float, rng: np.random.Generator
+) -> Box:
+    """One box of about ``fraction`` of each side whose edges fall on a grid of ``unit``-pixel cells.
+
+    The BCP box (:func:`sample_box`) drawn on the coarse grid of cells and scaled back to pixels, so
+    that a method mixing token-grid targets (one token per ``unit`` x ``unit`` cell, e.g. cached
+    teacher features) with the same box mixes exactly the tokens whose pixels were mixed.
+
+    Args:
+        spatial: spatial shape of the images; each side must be a multiple of ``unit``.
+        unit: cell side in pixels (e.g. the ViT patch).
+        fraction: side of the box as a fraction of each image side, in (0, 1]; the box has
+            ``max(1, round(fraction * cells))`` cells per axis.
+        rng: generator to draw the position from.
+    """
+    if unit < 1:
+        raise ValueError(f"box unit must be >= 1, got {unit}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"box fraction must be in (0, 1], got {fraction}")
+    cells = []
+    for n in spatial:
+        if int(n) % unit:
+            raise ValueError(f"image side {n} is not a multiple of the box unit {unit}")
+        cells.append(int(n) // unit)
+    # round(), not the authors' int(): on a coarse grid int() would shrink 2/3 of 16 cells to 10 (62%).
+    size = tuple(min(c, max(1, int(round(fraction * c)))) for c in cells)
+    start = tuple(int(rng.integers(0, c - s + 1)) for c, s in zip(cells, size, strict=True))
+    return Box(start=tuple(unit * s for s in start), size=tuple(unit * s for s in size))
+
+
+#: Copy-paste mask shapes: BCP's one box, or a random subset of a grid of patches.
+COPY_PASTE_MODES = ("box", "patch")
+
+
+def sample_mix_masks(
+    n: int,
+    spatial: Sequence[int],
+    rng: np.random.Generator,
+    *,
+    mode: str,
+    unit: int,
+    patch: int,
+    ratio: float,
+    box_fraction: float,
+    prob: float = 1.0,
+) -> np.ndarray:
+    """Per-image copy-paste masks ``(n, *spatial)`` (True = take from the partner image).
+
+    Each image is mixed with probability ``prob``; otherwise its mask is all False and the image
+    passes through unchanged (as do its label and any target mixed with the same mask).
+
+    Args:
+        n: number of masks.
+        spatial: spatial shape of the images.
+        rng: generator to draw from (one draw per image for ``prob``, then the mask's own draws).
+        mode: ``box`` (:func:`sample_aligned_box`, side ``box_fraction`` on a grid of ``unit`` pixels)
+            or ``patch`` (:func:`sample_patch_mask`: ``ratio`` of the ``patch``-pixel patches).
+        unit: cell side the box is aligned to.
+        patch: patch side of the patch mosaic.
+        ratio: fraction of patches replaced (``patch``).
+        box_fraction: side of the box as a fraction of each image side (``box``).
+        prob: probability that an image is mixed at all, in [0, 1].
+    """
+    if mode not in COPY_PASTE_MODES:
+        raise ValueError(f"copy-paste mode must be one of {COPY_PASTE_MODES}, got {mode!r}")
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"copy-paste probability must be in [0, 1], got {prob}")
+    spatial = tuple(int(s) for s in spatial)
+    masks = np.zeros((n, *spatial), dtype=bool)
+    for i in range(n):
+        # prob=1 draws nothing here, so a run that always mixes keeps the mask stream it had before.
+        if prob < 1.0 and not rng.random() < prob:
+            continue
+        if mode == "box":
+            masks[i] = box_mask(spatial, sample_aligned_box(spatial, unit, box_fraction, rng))
+        else:
+            masks[i] = sample_patch_mask(spatial, patch, ratio, rng)
+    return masks

@@ -152,18 +152,19 @@ class SampleSet:
 
     def draw(
         self, rng: np.random.Generator, augment: AugmentConfig | None, index: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None, int, tuple[tuple[bool, ...], int]]:
+    ) -> tuple[np.ndarray, np.ndarray | None, int, tuple[tuple[bool, ...], int, float]]:
         """Draw one item with ``rng``: pick a sample (or take sample ``index``), crop to the patch size, augment.
 
         Returns:
             ``(image, label, index, geometry)``: image ``(C, *patch)``, label ``patch`` or None, sample
-            index, and the augmentation's ``(flips, rot90)`` (what a method needs to map features
-            computed on the un-augmented sample, e.g. cached teacher features, onto the drawn view).
+            index, and the augmentation's ``(flips, rot90, angle)`` (what a method needs to map features
+            computed on the un-augmented sample, e.g. cached teacher features, onto the drawn view;
+            ``angle`` is the free in-plane rotation in degrees, 0 without ``augment.rotate_degrees``).
         """
         idx = int(rng.integers(len(self.samples))) if index is None else int(index)
         s = self.samples[idx]
         image, label = s.image, s.label
-        geometry: tuple[tuple[bool, ...], int] = ((False,) * self.spatial_dims, 0)
+        geometry: tuple[tuple[bool, ...], int, float] = ((False,) * self.spatial_dims, 0, 0.0)
         if tuple(image.shape[1:]) != self.patch_size:
             image, label, _ = pad_to_size(image, label, self.patch_size)
             start = sample_crop_start(label, image.shape[1:], self.patch_size, rng)
@@ -172,7 +173,7 @@ class SampleSet:
             square = self.patch_size[-1] == self.patch_size[-2]
             params = sample_augment(augment, self.spatial_dims, rng, square)
             image, label = apply_augment(image, label, params)
-            geometry = (tuple(params.flips), int(params.rot90))
+            geometry = (tuple(params.flips), int(params.rot90), float(params.angle))
         return np.ascontiguousarray(image, dtype=np.float32), (
             None if label is None else np.ascontiguousarray(label, dtype=np.int64)
         ), idx, geometry
@@ -226,7 +227,7 @@ class StepBatches(Dataset):
 
     def _stream(
         self, sset: SampleSet, n: int, step: int, stream: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[tuple[bool, ...], int]]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[tuple[bool, ...], int, float]]]:
         rng = np.random.default_rng([self.seed, step, stream])
         images, labels, ids, geometry = [], [], [], []
         for i in range(n * self.world_size):

@@ -46,8 +46,8 @@ class DataNeeds:
     """What a method needs from the data pipeline in every step's batch.
 
     The engine always provides ``image`` ``(B, C, *spatial)``, ``label`` ``(B, *spatial)``, the drawn
-    samples' ``ids`` and the views' ``geometry`` (flips, quarter turns; for mapping cached per-sample
-    targets onto the view), with ``B = train.batch_size``.
+    samples' ``ids`` and the views' ``geometry`` (flips, quarter turns, free rotation angle; for mapping
+    cached per-sample targets onto the view), with ``B = train.batch_size``.
 
     Attributes:
         unlabeled_batch_size: unlabeled images per step; > 0 adds ``unlabeled_image``,

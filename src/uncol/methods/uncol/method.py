@@ -2,10 +2,12 @@
 
 Two stages in one run (``method.uncol.stage1_fraction`` of ``train.iterations`` for the first):
 
-**Stage 1, data-efficient pretraining** (labeled data only). Each labeled image is mixed with another
-labeled image of the batch by patch copy-paste (``method.uncol.copy_paste_ratio`` = 60% of the patches,
-masks mixed identically). The student is trained with Dice + cross-entropy plus dual-path knowledge
-distillation from the frozen foundation teacher, with a Gaussian-ramped weight:
+**Stage 1, data-efficient pretraining** (labeled data only). With probability
+``method.uncol.copy_paste_prob`` a labeled image is mixed with another labeled image of the batch by
+copy-paste (``method.uncol.copy_paste_mode``: the paper's patch mosaic, ``copy_paste_ratio`` = 60% of the
+patches, or BCP's one box; labels and teacher targets mixed identically), otherwise shown unmixed. The
+student is trained with Dice + cross-entropy plus dual-path knowledge distillation from the frozen
+foundation teacher, with a Gaussian-ramped weight:
 
 * visual path: student ViT layers 1-3 -> light FFN projections -> MSE against the teacher's encoder
   features at the mapped layers (``teacher.layers``);
@@ -52,7 +54,7 @@ from torch import nn
 
 from uncol.atomic import atomic_write_json
 from uncol.config import Config
-from uncol.data.copy_paste import mix, sample_patch_mask
+from uncol.data.copy_paste import mix, sample_mix_masks
 from uncol.data.training import SampleSet
 from uncol.ema import EMA
 from uncol.errors import ConfigError
@@ -143,7 +145,7 @@ class UnCoLMethod(TrainingMethod):
         if not 0.0 < m.ema_decay < 1.0:
             raise ConfigError(f"method.uncol.ema_decay: must be in (0, 1), got {m.ema_decay}")
         for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio", "self_context_prob",
-                  "teacher_min_dice"):
+                  "teacher_min_dice", "copy_paste_prob"):
             if not 0.0 <= getattr(m, k) <= 1.0:
                 raise ConfigError(f"method.uncol.{k}: must be in [0, 1], got {getattr(m, k)}")
         for k in ("consistency_weight", "distill_weight", "copy_paste_patch", "stage2_labeled_batch",
@@ -171,11 +173,8 @@ class UnCoLMethod(TrainingMethod):
             )
         if m.pseudo_labels != "none" and m.stage1_fraction < 1.0 and m.unlabeled_batch_size < 1:
             raise ConfigError("method.uncol.unlabeled_batch_size: UnCoL stage 2 needs unlabeled images (>= 1 per batch)")
-        if cfg.augment.rotate_degrees > 0:
-            raise ConfigError(
-                "augment.rotate_degrees: UnCoL maps the cached teacher features onto augmented views with flips and "
-                "90-degree rotations only; set augment.rotate_degrees=0"
-            )
+        if not 0.0 < m.copy_paste_box <= 1.0:
+            raise ConfigError(f"method.uncol.copy_paste_box: must be in (0, 1], got {m.copy_paste_box}")
         if cfg.spatial_dims == 2 and not cfg.train.resize_2d:
             raise ConfigError("train.resize_2d: UnCoL caches teacher features of whole slices; set train.resize_2d=true")
         if m.copy_paste_patch and m.copy_paste_patch % (cfg.model.vit_patch or (16 if cfg.spatial_dims == 2 else 8)):
@@ -289,9 +288,15 @@ class UnCoLMethod(TrainingMethod):
 
     # ---- pieces ---------------------------------------------------------------------------------
 
-    def _patch_masks(self, n: int, spatial: tuple[int, ...], rng: np.random.Generator, device: torch.device) -> torch.Tensor:
-        masks = [sample_patch_mask(spatial, self.cp_patch, self.m.copy_paste_ratio, rng) for _ in range(n)]
-        return torch.from_numpy(np.stack(masks)).to(device)
+    def _patch_masks(
+        self, n: int, spatial: tuple[int, ...], rng: np.random.Generator, device: torch.device, prob: float = 1.0
+    ) -> torch.Tensor:
+        """Copy-paste masks ``(n, *spatial)`` (``method.uncol.copy_paste_mode``), each drawn with probability
+        ``prob`` (all False otherwise: unmixed); box edges fall on token boundaries, so token masks are exact."""
+        m = self.m
+        masks = sample_mix_masks(n, spatial, rng, mode=m.copy_paste_mode, unit=self.patch, patch=self.cp_patch,
+                                 ratio=m.copy_paste_ratio, box_fraction=m.copy_paste_box, prob=prob)
+        return torch.from_numpy(masks).to(device)
 
     def _distill(self, layers: list[torch.Tensor], visual: dict[str, torch.Tensor] | None) -> torch.Tensor:
         loss = layers[0].new_zeros(())
@@ -378,7 +383,7 @@ class UnCoLMethod(TrainingMethod):
         b = x.shape[0]
         rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 11])
         partner = torch.roll(torch.arange(b), 1).tolist()
-        m = self._patch_masks(b, tuple(x.shape[2:]), rng, dev)
+        m = self._patch_masks(b, tuple(x.shape[2:]), rng, dev, self.m.copy_paste_prob)
         x_mix = mix(x, x[partner], m[:, None])
         y_mix = mix(y, y[partner], m)
         mt = token_mask(m, self.patch)[:, None]

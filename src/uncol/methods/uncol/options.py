@@ -61,6 +61,21 @@ class UnCoLOptions:
         "labeled images' ground truth, as it is from pseudo-labels later, and its Dice per class measured; it gets no "
         "vote on pixels that either teacher assigns to a class scoring below this value. 0 = off (the paper).",
     )
+    copy_paste_mode: Literal["patch", "box"] = option(
+        "patch",
+        "Copy-paste mask (both stages): 'patch' replaces copy_paste_ratio of a grid of copy_paste_patch-pixel "
+        "patches (the paper's 60% mosaic); 'box' pastes one box of copy_paste_box of each side, aligned to the "
+        "ViT token grid, as BCP (Bai et al., CVPR 2023). Image, label and teacher targets share the mask.",
+    )
+    copy_paste_prob: float = option(
+        0.5,
+        "Stage 1: probability that a labeled image is mixed with a partner; the others are shown unmixed (with "
+        "their own labels and teacher targets). Stage 2 always mixes labeled and unlabeled images (BCP). "
+        "1.0 = every image mixed (the paper).",
+    )
+    copy_paste_box: float = option(
+        2 / 3, "Side of the copy_paste_mode=box box as a fraction of each image side (BCP: 2/3), rounded to tokens."
+    )
     copy_paste_ratio: float = option(0.6, "Fraction of spatial patches replaced by copy-paste mixing (paper: 60%).")
     copy_paste_patch: int = option(
         0, "Copy-paste patch size in pixels/voxels; 0 = model.vit_patch, so patches align with ViT tokens."

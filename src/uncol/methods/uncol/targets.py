@@ -2,8 +2,10 @@
 
 A training method draws augmented views of in-memory samples (:class:`uncol.data.training.SampleSet`).
 The teacher is expensive, so everything that does not depend on the training state is computed once
-per sample, on the un-augmented sample, and mapped onto each drawn view by the view's flips and
-90-degree rotations (the only geometric augmentations a method using these targets may draw):
+per sample, on the un-augmented sample, and mapped onto each drawn view by the view's flips,
+90-degree rotations and free in-plane rotation (:func:`apply_view`; the free rotation resamples the
+maps bilinearly, see :mod:`uncol.data.rotation` and benchmarks/rotated_features.py for its error
+against re-encoding the rotated image):
 
 * visual targets: encoder features at the configured layers (from the on-disk feature cache);
 * semantic targets of labeled samples: the prompt-fused features for boxes from the ground truth
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from uncol.config import Config
+from uncol.data.rotation import rotate_maps
 from uncol.data.training import SampleSet
 from uncol.teachers.base import FoundationTeacher, class_probabilities
 from uncol.teachers.cache import FeatureCache, transform_view
@@ -40,14 +43,37 @@ from uncol.teachers.prompts import (
 )
 from uncol.teachers.slicing import sample_axis, sample_slices, teacher_slice_indices
 
-Geometry = tuple[tuple[bool, ...], int]
+#: A drawn view's ``(flips, rot90)`` or ``(flips, rot90, angle)``, as :meth:`SampleSet.draw` returns it.
+Geometry = tuple[tuple[bool, ...], int] | tuple[tuple[bool, ...], int, float]
+
+#: Fill of rotated feature maps where the view reaches outside the sample: the nearest edge token
+#: (a background-like feature, as the rotated image is filled with its minimum) rather than zeros.
+FEATURE_FILL: float | None = None
 
 
-def apply_view(x: torch.Tensor, geometry: Geometry, inverse: bool = False) -> torch.Tensor:
-    """Mirror (or undo) a drawn view's ``(flips, rot90)``, as :meth:`SampleSet.draw` returns it, on maps
-    ``(..., *spatial)`` (2D or 3D; see :func:`uncol.teachers.cache.transform_view`)."""
-    flips, rot90 = geometry
-    return transform_view(x, flips, rot90, inverse)
+def view_angle(geometry: Geometry) -> float:
+    """The free in-plane rotation (degrees) of a view; 0 for the two-element geometry of old callers."""
+    return float(geometry[2]) if len(geometry) > 2 else 0.0  # type: ignore[misc]
+
+
+def apply_view(x: torch.Tensor, geometry: Geometry, inverse: bool = False, fill: float | None = 0.0) -> torch.Tensor:
+    """Mirror (or undo) a drawn view's flips, quarter turns and free rotation on maps ``(..., *spatial)``.
+
+    The order of :func:`uncol.data.transforms.apply_augment`: flips, quarter turns
+    (:func:`uncol.teachers.cache.transform_view`, exact), then the free rotation in the plane of the last
+    two axes (:func:`uncol.data.rotation.rotate_maps`, bilinear); the inverse undoes them in reverse.
+
+    Args:
+        x: maps ``(..., *spatial)``, 2D or 3D, float or bool.
+        geometry: the view's ``(flips, rot90[, angle])``.
+        inverse: map from the view back to the sample.
+        fill: value where a free rotation reaches outside the source (``None``: nearest edge value).
+    """
+    flips, rot90 = geometry[0], int(geometry[1])
+    angle = view_angle(geometry)
+    if inverse:
+        return transform_view(rotate_maps(x, -angle, fill), flips, rot90, inverse=True)
+    return rotate_maps(transform_view(x, flips, rot90), angle, fill)
 
 
 def _stack_slices(maps: list[torch.Tensor], axis: int) -> torch.Tensor:
@@ -222,7 +248,8 @@ class TeacherTargets:
         """Visual targets of drawn views: layer -> ``(B, C, *grid)`` float32."""
         per_sample = [self._sample_visual(i) for i in ids]
         return {
-            n: torch.stack([apply_view(v[n].float(), g) for v, g in zip(per_sample, views, strict=True)]).to(device)
+            n: torch.stack([apply_view(v[n].float(), g, fill=FEATURE_FILL) for v, g in zip(per_sample, views, strict=True)])
+            .to(device)
             for n in self.layers
         }
 
@@ -232,8 +259,11 @@ class TeacherTargets:
         """Semantic targets ``(B, C, *grid)`` and their validity ``(B, *grid)`` (False where no class was prompted)."""
         if self.semantic is None or self.semantic_valid is None:
             raise RuntimeError("semantic targets were not computed (semantic=False)")
-        sem = torch.stack([apply_view(self.semantic[i].float(), g) for i, g in zip(ids, views, strict=True)])
-        valid = torch.stack([apply_view(self.semantic_valid[i], g) for i, g in zip(ids, views, strict=True)])
+        sem = torch.stack(
+            [apply_view(self.semantic[i].float(), g, fill=FEATURE_FILL) for i, g in zip(ids, views, strict=True)]
+        )
+        # Outside the rotated sample no class was prompted: invalid there.
+        valid = torch.stack([apply_view(self.semantic_valid[i], g, fill=0.0) for i, g in zip(ids, views, strict=True)])
         return sem.to(device), valid.to(device)
 
     @torch.no_grad()
@@ -248,7 +278,7 @@ class TeacherTargets:
 
         Args:
             ids: sample indices of the views.
-            views: each view's ``(flips, rot90)``.
+            views: each view's ``(flips, rot90[, angle])``.
             pseudo: ``(B, K, *spatial)`` class probabilities of the views (e.g. the EMA teacher's),
                 where the prompts come from: boxes per class (``teacher.prompt=box``) or points
                 sampled from low-uncertainty pixels (``point``), slice by slice in 3D.
@@ -260,8 +290,10 @@ class TeacherTargets:
             does not see (``teacher.slice_stride``).
         """
         out = []
+        uniform = 1.0 / self.num_classes
         for i, view, p in zip(ids, views, pseudo.detach().float().cpu(), strict=True):
-            probs = apply_view(p, view, inverse=True).numpy()  # back to the cached, un-augmented sample
+            # Back to the cached, un-augmented sample; where a free rotation brings in nothing, no opinion.
+            probs = apply_view(p, view, inverse=True, fill=uniform).numpy()
             sample = self.samples[i]
             axis = self.axes[i]
             if probs.ndim == 3:
@@ -282,7 +314,7 @@ class TeacherTargets:
                     index: list[slice | int] = [slice(None)] * 4
                     index[axis + 1] = picked[j]
                     result[tuple(index)] = cp
-            out.append(apply_view(torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32)), view))
+            out.append(apply_view(torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32)), view, fill=uniform))
         return torch.stack(out).to(pseudo.device)
 
     def _decode_prompted(
