@@ -538,6 +538,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UncolError as e:
         print(f"uncol: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        from uncol.atomic import OUTPUT_ERRNOS
+        from uncol.errors import OutputError
+
+        if e.errno not in OUTPUT_ERRNOS or not e.filename:
+            raise
+        # A write outside the atomic writers (a log line, TensorBoard): the same message, naming the file.
+        print(f"uncol: error: {OutputError(e.filename, e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("uncol: interrupted (a training run can be continued with --resume)", file=sys.stderr)
         return 130

@@ -405,8 +405,12 @@ class Trainer:
     def _write_run_folder(self, new_splits: bool) -> None:
         """Create the run folder's first files, once the data has passed its check."""
         p = self.paths
-        p.root.mkdir(parents=True, exist_ok=True)
+        # atomic_write_text creates the folder: a read-only or full output_dir is an OutputError naming it.
         atomic_write_text(p.config, self.cfg.to_yaml())
+        from uncol.atomic import remove_temporaries
+
+        for folder in (p.root, p.checkpoints):  # what a process killed mid-write left (never read)
+            remove_temporaries(folder)
         if new_splits or self._branching:
             save_splits(p.splits, self.splits)
         if self.excluded:
@@ -747,7 +751,8 @@ class Trainer:
         if self.ranks.distributed:  # same weights and EMA teachers on every rank, or a bug
             check_replicas(self.method.modules(), f"{self.paths.root}, step {self.step}")
         if self.ranks.is_writer:
-            atomic_write_json(self.paths.summary, summary.to_json())
+            # "." for the folder itself: a run folder may be moved or copied, and must not name its old place.
+            atomic_write_json(self.paths.summary, summary.to_json() | {"run_dir": "."})
         self.tb.close()
         barrier()  # rank 0 has written everything before any rank returns
         return summary

@@ -61,3 +61,36 @@ class BadCasesError(DataError):
     def __init__(self, problems: list[str], header: str) -> None:
         self.problems = list(problems)
         super().__init__(None, "\n".join([header, *(f"  - {p}" for p in self.problems)]))
+
+
+class OutputError(UncolError):
+    """A file uncol writes could not be written: full disk, read-only folder, no permission.
+
+    Raised by the atomic writers (uncol.atomic) before the destination is touched: the file that was
+    there (the last good checkpoint, say) stays as it was, and the temporary file is removed.
+
+    Args:
+        path: the file that was being written.
+        error: the operating system's error.
+
+    Attributes:
+        path: the file that was being written.
+        errno: the operating system's error number (``errno.ENOSPC``, ``errno.EROFS``...).
+    """
+
+    def __init__(self, path: str | Path, error: OSError) -> None:
+        import errno as _errno
+
+        self.path = Path(path)
+        self.errno = error.errno
+        what = {
+            _errno.ENOSPC: "no space left on the device",
+            _errno.EDQUOT: "disk quota exceeded (no space left for this user)",
+            _errno.EROFS: "the folder is on a read-only filesystem",
+            _errno.EACCES: "permission denied (a read-only folder?)",
+            _errno.EPERM: "operation not permitted (a read-only folder?)",
+        }.get(error.errno, error.strerror or str(error))
+        super().__init__(
+            f"{printable_path(self.path)}: cannot write: {what}; the file that was there, if any, is unchanged "
+            "(free space or choose a writable output_dir, then continue with --resume)"
+        )

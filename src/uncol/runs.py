@@ -9,6 +9,7 @@ folder's layout lives here, so readers of a run never import the trainer (docs/r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,13 @@ def branch_checkpoint(path: Path) -> Path:
 
 
 def load_run_config(run_dir: str | Path) -> Config:
-    """The resolved configuration stored in a run folder."""
+    """The resolved configuration stored in a run folder.
+
+    A run folder moved or copied elsewhere (another machine, other absolute paths) still names its old
+    place in ``output_dir``: then ``output_dir`` becomes the folder's parent, so that whatever is found
+    through it (the default teacher cache ``output_dir/teacher_cache``) is looked up beside the folder,
+    never at its old location (:func:`relocated_output_dir`). Data paths stay as the user wrote them.
+    """
     p = RunPaths(run_dir)
     if not p.config.exists():
         raise UncolError(f"{p.root}: not a run folder (no config.yaml)")
@@ -120,7 +127,22 @@ def load_run_config(run_dir: str | Path) -> Config:
         values = yaml.safe_load(p.config.read_text())
     except yaml.YAMLError as e:
         raise UncolError(f"{p.config}: unreadable config: {e}") from None
-    return config_from_dict(values)
+    cfg = config_from_dict(values)
+    moved = relocated_output_dir(cfg, p.root)
+    return cfg if moved is None else dataclasses.replace(cfg, output_dir=moved)
+
+
+def relocated_output_dir(cfg: Config, run_dir: str | Path) -> str | None:
+    """The parent of ``run_dir`` when the config's ``output_dir/name`` is not that folder (it was moved or
+    copied since), else ``None``: the config already points at it."""
+    here = Path(run_dir)
+    stored = Path(cfg.output_dir) / cfg.name
+    try:
+        if stored.exists() and stored.samefile(here):
+            return None
+    except OSError:  # an unreadable old location is not this folder
+        pass
+    return str(here.resolve().parent)
 
 
 def inference_config(stored: Config, overrides: Sequence[str] = ()) -> Config:
@@ -177,6 +199,9 @@ def load_weights(
     if not isinstance(state, dict) or state.get("kind") != "weights" or not isinstance(state.get("config"), dict):
         raise UncolError(f"{path}: not an uncol weights file")
     cfg = config_from_dict(state["config"])
+    moved = relocated_output_dir(cfg, p.root)  # a moved folder: its weights name the old place too
+    if moved is not None:
+        cfg = dataclasses.replace(cfg, output_dir=moved)
     if p.config.exists():
         _check_same_network(path, cfg, load_run_config(p.root))
     from uncol.models import build_network
