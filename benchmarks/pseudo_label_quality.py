@@ -34,9 +34,10 @@ from uncol import teachers
 from uncol.config import config_from_dict
 from uncol.data.splits import load_splits
 from uncol.data.training import SampleSet
+from uncol.methods.consistency import threshold_scale
 from uncol.methods.uncertainty import entropy
+from uncol.methods.uncol.jittered_targets import JitteredPromptTargets
 from uncol.methods.uncol.pseudo_labels import fuse_pseudo_labels, gate_classes
-from uncol.methods.uncol.targets import TeacherTargets
 from uncol.metrics import compute_dice
 from uncol.models.networks import build_network
 from uncol.runs import RunPaths, load_run_config
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("--slices", type=int, default=120, help="unlabeled slices scored (seeded draw)")
     ap.add_argument("--threshold", type=float, default=None,
-                    help="entropy threshold as a fraction of ln K (default: method.uncol.threshold_start)")
+                    help="entropy threshold as a fraction of the base (default: method.uncol.threshold_start)")
+    ap.add_argument("--threshold-base", choices=["ln2", "lnK"], default=None,
+                    help="what the fraction multiplies (default: the run's method.uncol.threshold_base; runs "
+                         "from before issue 13 gated on lnK)")
     ap.add_argument("--weights", choices=["ema", "network"], default="ema", help="teacher: the EMA or the student")
     ap.add_argument("--prompt", choices=["pseudo", "gt"], default="pseudo",
                     help="prompt the foundation teacher from the EMA pseudo-label (as training does) or from the "
@@ -77,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     teacher = teachers.build_teacher(cfg.teacher)
     cache = teachers.open_cache(cfg, teacher)
     grid = tuple(p // net.vit_patch for p in cfg.train.patch_size)
-    targets = TeacherTargets(teacher, cache, samples, cfg, grid, embeddings=True, lazy=True)
+    # Stage-2 boxes are jittered as training jitters them (method.uncol.stage2_box_jitter).
+    jitter = cfg.teacher.box_jitter_px if cfg.method.options.stage2_box_jitter else 0.0
+    targets = JitteredPromptTargets(teacher, cache, samples, cfg, grid, embeddings=True, lazy=True, box_jitter_px=jitter)
 
     k = cfg.data.num_classes
     voting = None
@@ -86,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(gate_file.read_text())
         names_all = cfg.data.class_names or [str(c) for c in range(k)]
         voting = torch.tensor([n in report["voting_classes"] for n in names_all])
-    frac = a.threshold if a.threshold is not None else cfg.method.uncol.threshold_start
-    thr = frac * math.log(k)
+    # The method's options live in cfg.method.options (section method.uncol of the config).
+    frac = a.threshold if a.threshold is not None else cfg.method.options.threshold_start
+    base = a.threshold_base or cfg.method.options.threshold_base
+    thr = frac * threshold_scale(base, k)
     no_view = ((False,) * cfg.spatial_dims, 0)
     scores: dict[str, list[list[float]]] = {n: [[] for _ in range(1, k)] for n in ("specialized", "general", "fused")}
     tot = {"n": 0, "conf_s": 0, "conf_g": 0, "acc_s": 0, "acc_g": 0, "src": np.zeros(4), "acc_f": 0, "sup": 0}
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = cfg.data.class_names[1:] if cfg.data.class_names else [str(c) for c in range(1, k)]
     print(f"run {a.run} ({a.weights} weights, step {state['step']}), {len(samples)} unlabeled slices, "
-          f"threshold {frac:.2f} ln K, foundation teacher prompted from {a.prompt}, overlap rule {cfg.teacher.overlap}, "
+          f"threshold {frac:.2f} x {base} = {thr:.3f} nats, foundation teacher prompted from {a.prompt}, overlap rule {cfg.teacher.overlap}, "
           f"class gate {'off' if voting is None else report['voting_classes']}")
     print("| pseudo-label | " + " | ".join(f"{n} Dice %" for n in names) + " | mean Dice % |")
     print("|---|" + "---|" * (len(names) + 1))
