@@ -307,6 +307,8 @@ def test_a_moved_run_folder_evaluates_predicts_and_resumes(
     shutil.rmtree(tmp_path / "old")  # another machine: nothing is left at the old place
 
     assert load_run_config(moved).output_dir == str(moved.parent)
+    # the default teacher cache is looked for beside the moved folder, not at the old place
+    assert teachers.cache_root(load_run_config(moved)) == moved.parent / "teacher_cache"
     res = uncol.evaluate(moved, "test", show_progress=False)
     assert (moved / "metrics_test.json").exists() and res["split"] == "test" and "mean" in res["summary"]
     image = sorted(Path(data.root).rglob("*.h5"))[0]
