@@ -111,7 +111,7 @@ def state_digest(modules: Mapping[str, nn.Module]) -> dict[str, str]:
         for key, value in module.state_dict().items():
             h.update(key.encode())
             if torch.is_tensor(value):
-                h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+                h.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
             else:
                 h.update(repr(value).encode())
         out[name] = h.hexdigest()
@@ -140,25 +140,38 @@ class DataParallel:
         self.others = list(others)
         # A method may leave some weights out of a step (e.g. the context path of UnCoL's student
         # when no image attends to the teacher's tokens): find_unused_parameters marks them done.
+        # Buffers are not broadcast at every forward, whose number may differ between ranks (UnCoL
+        # splits a batch by its content): sync_buffers does it once per step instead.
         self.ddp = DistributedDataParallel(
             network,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,
+            forward_sync_buffers=False,
         )
+        self._through = _ThroughDDP(self.ddp)
 
     @contextmanager
     def forward_through(self, method: Any) -> Iterator[None]:
-        """Let ``method.network`` be the DDP wrapper while the method computes its losses.
+        """Let ``method.network`` call the DDP wrapper while the method computes its losses.
 
         DDP averages the gradients of what went through its forward during the backward pass that
-        follows; the method's checkpointed modules, its EMA updates and validation keep the plain
-        network (same parameters), so checkpoints are those of a single-process run.
+        follows. Everything else the method does with ``network`` (its state, attributes, EMA
+        updates) reaches the plain network, so checkpoints are those of a single-process run.
         """
-        method.network = self.ddp
+        method.network = self._through
         try:
             yield
         finally:
             method.network = self.network
+
+    def sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics), as DDP does by default.
+
+        Called once per step after the backward pass, so the replicas (and the EMA teachers, which
+        copy the network's buffers) stay identical.
+        """
+        for b in self.network.buffers():
+            dist.broadcast(b, src=0)
 
     def average_other_gradients(self) -> None:
         """Average the gradients of the method's parameters outside the network over the ranks.
@@ -178,6 +191,19 @@ class DataParallel:
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad)
             p.grad.div_(world)
+
+
+class _ThroughDDP:
+    """Calls go through DDP's forward; every attribute is the plain network's (``state_dict``, ``vit_dim``...)."""
+
+    def __init__(self, ddp: nn.Module) -> None:
+        self._ddp = ddp
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ddp(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ddp.module, name)
 
 
 def use_sync_batchnorm(network: nn.Module, device: torch.device, enabled: bool) -> nn.Module:

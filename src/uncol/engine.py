@@ -627,6 +627,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if self._parallel is not None:  # DDP averaged the network's gradients during backward
             self._parallel.average_other_gradients()
+            self._parallel.sync_buffers()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
