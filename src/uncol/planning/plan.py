@@ -315,7 +315,8 @@ def plan_from_fingerprint(
     augment = {"flip": True, "rotate90": dims == 2 and patch[0] == patch[1], "intensity": True,
                "rotate_degrees": 0.0 if uncol else (20.0 if dims == 2 else 15.0)}
     notes["augment.rotate_degrees"] = (
-        "UnCoL maps cached teacher features onto augmented views with flips and quarter turns only" if uncol
+        "0 for UnCoL until a seeded comparison shows rotation helps it (allowed: cached teacher targets follow "
+        "the rotation, benchmarks/RESULTS.md)" if uncol
         else "small random rotations"
     )
     if dims == 3:
