@@ -62,13 +62,16 @@ def tiny_config(tmp_path: Path, method: str = "supervised", **train: object) -> 
     return config_from_dict(values)
 
 
-def torchrun(config: Path, run_dir: Path, *args: str, nproc: int = 2) -> None:
-    """``uncol train`` under torchrun with ``nproc`` CPU processes; fails the test with their output."""
+def torchrun(config: Path, run_dir: Path, *args: str, nproc: int = 2, script: str | None = None) -> None:
+    """``uncol train`` under torchrun with ``nproc`` CPU processes; fails the test with their output.
+
+    ``script``: a file of tests/ to run instead of ``-m uncol.cli`` (it takes the same arguments).
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env |= {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "uncol.cli", "train", str(config), "--set", f"output_dir={run_dir.parent}",
+        *(["-m", "uncol.cli"] if script is None else [str(Path(__file__).parent / script)]), "train", str(config), "--set", f"output_dir={run_dir.parent}",
         "--set", f"name={run_dir.name}", "--no-eval", "--quiet", *args,
     ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
@@ -121,6 +124,26 @@ def test_two_processes_match_one_with_the_doubled_batch_and_resume_with_one(tmp_
     assert done.steps_done == 6 and RunPaths(two).final.exists()
     assert log_steps(two) == list(range(1, 7))
     assert json.loads(RunPaths(two).summary.read_text())["images_seen"]["labeled"] == 16 + 2 * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["bcp", "uncol"])
+def test_methods_with_several_forwards_and_extra_modules_train_on_two_processes(tmp_path, monkeypatch, method):
+    # BCP: three forward passes per step and a teacher restarted from the student's state; UnCoL: the
+    # stand-in foundation teacher's cache filled by rank 0 first, distillation projections outside the
+    # network, a batch-dependent number of forwards, BatchNorm. The engine fails the run if the ranks'
+    # modules (weights, BatchNorm statistics, EMA teachers) differ at the end.
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "methods"))
+    from baseline_runs import tiny_config as baseline_config
+    from test_uncol import uncol_config
+
+    data = make_hdf5_dataset(tmp_path / "data", n_train=4, n_val=1, n_test=1, slices=3, shape=(32, 32), num_classes=3)
+    cfg = uncol_config(tmp_path, data) if method == "uncol" else baseline_config(tmp_path, data, method)
+    yaml = tmp_path / "cfg.yaml"
+    yaml.write_text(cfg.to_yaml())
+    run = tmp_path / "runs" / method
+    torchrun(yaml, run, script="train_with_fake_teacher.py")
+    assert log_steps(run) == list(range(1, 7)) and RunPaths(run).final.exists()
 
 
 # ---- one process standing in for a rank ---------------------------------------------------------------
