@@ -128,7 +128,11 @@ class ModelConfig:
     )
     dropout: float = option(0.0, "Dropout probability in the network.")
     norm: Literal["batch", "instance"] = option("batch", "Normalisation layer.")
-    vit_dim: int = option(192, "UnCoL student: token width of the SimpleViT encoder and knowledge adapter.")
+    vit_dim: int = option(
+        96,
+        "UnCoL student: token width of the SimpleViT encoder and knowledge adapter. 96 keeps the 2D student's "
+        "training step within 1.5x the supervised U-Net's (benchmarks/student_cost.py; 192 costs about 1.9x).",
+    )
     vit_depth: int = option(4, "UnCoL student: number of SimpleViT transformer layers (the paper uses 4).")
     vit_heads: int = option(4, "UnCoL student: attention heads of the SimpleViT and the adapter (must divide vit_dim).")
     vit_patch: int = option(
@@ -140,6 +144,12 @@ class ModelConfig:
         [],
         "UnCoL student: widths of teacher features the knowledge adapter may attend to, each projected to "
         "vit_dim; contexts of width vit_dim (the student's own or EMA tokens) need none.",
+    )
+    student_backbone: Literal["resunet", "unet", "vnet"] = option(
+        "resunet",
+        "UnCoL student: CNN backbone. resunet: the layout and cost of the unet2d/unet3d baseline (MONAI UNet, "
+        "residual units, stride 2 from the first level); unet: the SSL4MIS double-conv U-Net (about 4.7x the "
+        "cost in 2D); vnet: the SSL4MIS V-Net (the paper's 3D backbone, about 8x unet3d). See docs/student.md.",
     )
 
 

@@ -73,6 +73,7 @@ def build_network(
             channels=tuple(model_cfg.channels),
             norm=model_cfg.norm,
             dropout=model_cfg.dropout,
+            backbone=model_cfg.student_backbone,
         )
     raise ConfigError(f"model.arch: unknown architecture {arch!r}")  # pragma: no cover - validated in config
 

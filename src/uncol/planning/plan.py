@@ -304,7 +304,7 @@ def plan_from_fingerprint(
     if uncol:
         vit_patch = 2 ** (levels - 1)
         grid = [p // vit_patch for p in patch]
-        model.update({"vit_patch": vit_patch, "vit_dim": 192, "vit_depth": 4, "vit_heads": 4,
+        model.update({"vit_patch": vit_patch, "vit_dim": 96, "vit_depth": 4, "vit_heads": 4,
                       "context_dims": [LITEMEDSAM_FUSED_DIM]})
         notes["model.vit_patch"] = (
             f"tokens of {vit_patch} px meet the backbone's coarsest level (stride {vit_patch}): a {_fmt(grid)} token grid"
