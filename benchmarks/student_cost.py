@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/student_cost.py [--n 5] [--batch 4] [--size 256] [--teacher-n 3] [--json cost.json]
+    python benchmarks/student_cost.py [--n 5] [--batch 4] [--size 256] [--teacher-n 3] [--3d] [--json cost.json]
 
 Builds the untrained networks of ``configs/acdc_supervised.yaml`` (2D U-Net) and
 ``configs/acdc_uncol.yaml`` (the UnCoL student) -- weights do not change the cost -- and LiteMedSAM
@@ -12,7 +12,7 @@ Builds the untrained networks of ``configs/acdc_supervised.yaml`` (2D U-Net) and
     between calls) of one batch ``(batch, 1, size, size)`` in train mode, per image; the optimizer
     step is *not* included (it is the same small per-parameter update for any method). Besides the
     whole student, two of its parts are timed the same way by calling them directly: the CNN
-    backbone alone (``student.backbone(x)``, the same U-Net without the token fusion) and the
+    backbone alone (``student.backbone(x)``, the same U-Net without the token injections) and the
     transformer side (``student.vit`` + ``student.adapter`` prompt-free, the adapter attending to the
     ViT's own last-layer tokens, backward from the adapted tokens). The four calls alternate within
     each round, so that a machine shared with other jobs slows all of them alike.
@@ -20,6 +20,9 @@ Builds the untrained networks of ``configs/acdc_supervised.yaml`` (2D U-Net) and
     context, one pass) against LiteMedSAM's encoder + prompt encoder + mask decoder with one box
     (:meth:`FoundationTeacher.predict`, including its resizing to the 256 px canvas and back),
     alternating.
+(c) with ``--3d``: training as in (a) for the 3D U-Net of ``configs/hippocampus_supervised.yaml``
+    against the student of ``configs/hippocampus_uncol.yaml``, both at the student's patch size
+    (``--batch-3d`` volumes per call).
 
 Medians of ``n`` timed calls after the warm-up calls are reported (LiteMedSAM: ``teacher_n`` calls,
 it takes seconds each); the figures to compare across machines are the ratios within one run.
@@ -46,6 +49,8 @@ from uncol.models.student import UnCoLStudent
 REPO = Path(__file__).resolve().parents[1]
 UNET_CONFIG = REPO / "configs" / "acdc_supervised.yaml"
 STUDENT_CONFIG = REPO / "configs" / "acdc_uncol.yaml"
+UNET3D_CONFIG = REPO / "configs" / "hippocampus_supervised.yaml"
+STUDENT3D_CONFIG = REPO / "configs" / "hippocampus_uncol.yaml"
 #: The issue's targets: student training cost at most this multiple of the U-Net's ...
 TRAIN_TARGET = 1.5
 #: ... and LiteMedSAM's inference at least this multiple of the student's.
@@ -65,18 +70,29 @@ def _summary(seconds: list[float], per: int = 1) -> dict[str, Any]:
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "n": len(ms)}
 
 
-def build_networks(size: int) -> tuple[nn.Module, UnCoLStudent, int, int]:
-    """The untrained ACDC U-Net and UnCoL student at ``size x size``; also in_channels and num_classes."""
-    patch = [f"train.patch_size=[{size},{size}]"]
-    unet_cfg = load_config(UNET_CONFIG, patch)
-    student_cfg = load_config(STUDENT_CONFIG, patch)
+def build_networks(size: int, dims: int = 2, shape: tuple[int, ...] | None = None) -> tuple[nn.Module, UnCoLStudent, int, int]:
+    """The untrained U-Net and UnCoL student; also in_channels and num_classes.
+
+    Args:
+        size: 2D: the square side (ACDC configs).
+        dims: 2 (ACDC configs at ``size x size``) or 3 (Hippocampus configs at ``shape``).
+        shape: 3D input size; ``None``: the student config's ``train.patch_size``.
+    """
+    if dims == 2:
+        unet_path, student_path, spatial = UNET_CONFIG, STUDENT_CONFIG, [size, size]
+    else:
+        unet_path, student_path = UNET3D_CONFIG, STUDENT3D_CONFIG
+        spatial = list(shape) if shape is not None else load_config(STUDENT3D_CONFIG).train.patch_size
+    patch = [f"train.patch_size=[{','.join(str(s) for s in spatial)}]"]
+    unet_cfg = load_config(unet_path, patch)
+    student_cfg = load_config(student_path, patch)
     torch.manual_seed(0)
     unet = build_network(unet_cfg.model, unet_cfg.data.in_channels, unet_cfg.data.num_classes, unet_cfg.train.patch_size)
     student = build_network(
         student_cfg.model, student_cfg.data.in_channels, student_cfg.data.num_classes, student_cfg.train.patch_size
     )
     if not isinstance(student, UnCoLStudent):  # pragma: no cover - fixed by the config
-        raise TypeError(f"{STUDENT_CONFIG.name} did not build an UnCoLStudent")
+        raise TypeError(f"{student_path.name} did not build an UnCoLStudent")
     return unet, student, student_cfg.data.in_channels, student_cfg.data.num_classes
 
 
@@ -92,26 +108,31 @@ def _train_step(net: nn.Module, forward: Callable[[], torch.Tensor], target: tor
     return step
 
 
-def measure_training(size: int = 256, batch: int = 4, n: int = 5, warmup: int = 2) -> dict[str, Any]:
+def measure_training(
+    size: int = 256, batch: int = 4, n: int = 5, warmup: int = 2, dims: int = 2, shape: tuple[int, ...] | None = None
+) -> dict[str, Any]:
     """Forward + backward per image of the U-Net, the student and the student's parts (ms), alternating.
 
     Args:
-        size: square input side.
+        size: square input side (2D).
         batch: images per call.
         n: timed rounds (the median is reported).
         warmup: untimed rounds first.
+        dims: 2 (ACDC configs) or 3 (Hippocampus configs, see :func:`build_networks`).
+        shape: 3D input size (``None``: the student config's patch size).
 
     Returns:
         ``{"unet", "student", "student_backbone", "student_vit_adapter"}`` -> :func:`_summary` (ms per
         image), the ratios ``student_over_unet`` (of the medians) and ``paired_student_over_unet``
         (median of the per-round ratios), and the input shape.
     """
-    unet, student, in_ch, num_classes = build_networks(size)
+    unet, student, in_ch, num_classes = build_networks(size, dims, shape)
     unet.train()
     student.train()
+    spatial = (size, size) if dims == 2 else tuple(student.vit.grid[i] * student.vit_patch for i in range(3))
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, in_ch, size, size, generator=gen)
-    y = torch.randint(0, num_classes, (batch, size, size), generator=gen)
+    x = torch.rand(batch, in_ch, *spatial, generator=gen)
+    y = torch.randint(0, num_classes, (batch, *spatial), generator=gen)
 
     def vit_adapter() -> torch.Tensor:
         layers, _ = student.vit(x)
@@ -131,7 +152,7 @@ def measure_training(size: int = 256, batch: int = 4, n: int = 5, warmup: int = 
         for name, fn in runs.items():
             times[name].append(_time_once(fn))
     out: dict[str, Any] = {name: _summary(ts, batch) for name, ts in times.items()}
-    out["input"] = [batch, in_ch, size, size]
+    out["input"] = [batch, in_ch, *spatial]
     out["student_over_unet"] = out["student"]["median_ms"] / out["unet"]["median_ms"]
     out["paired_student_over_unet"] = statistics.median(
         s / u for s, u in zip(times["student"], times["unet"], strict=True)
@@ -192,8 +213,8 @@ def measure_inference(
     return out
 
 
-def format_table(training: dict[str, Any], inference: dict[str, Any]) -> str:
-    """Markdown table of both measurements and the two ratios against the issue's targets."""
+def format_table(training: dict[str, Any], inference: dict[str, Any], training_3d: dict[str, Any] | None = None) -> str:
+    """Markdown table of the measurements and the ratios against the issue's targets."""
 
     def row(label: str, r: dict[str, Any]) -> str:
         return f"| {label} | {r['median_ms']:.1f} ({r['min_ms']:.1f}-{r['max_ms']:.1f}) | {r['n']} |"
@@ -210,6 +231,15 @@ def format_table(training: dict[str, Any], inference: dict[str, Any]) -> str:
     ]
     if "litemedsam" in inference:
         lines.append(row("inference: LiteMedSAM encoder + mask decoder, one box", inference["litemedsam"]))
+    if training_3d is not None:
+        b3, _, *sp = training_3d["input"]
+        size3 = "x".join(str(s) for s in sp)
+        lines += [
+            row(f"3D training (fwd+bwd, batch {b3}, {size3}): 3D U-Net", training_3d["unet"]),
+            row("3D training: UnCoL student", training_3d["student"]),
+            row("3D training: student's backbone alone", training_3d["student_backbone"]),
+            row("3D training: student's ViT + adapter alone", training_3d["student_vit_adapter"]),
+        ]
     ratio = training["student_over_unet"]
     lines += [
         "",
@@ -222,6 +252,12 @@ def format_table(training: dict[str, Any], inference: dict[str, Any]) -> str:
             f"- inference, LiteMedSAM / student: {speedup:.1f}x; target >= {INFERENCE_TARGET:.0f}x: "
             f"{'met' if speedup >= INFERENCE_TARGET else 'NOT met'}"
         )
+    if training_3d is not None:
+        r3 = training_3d["student_over_unet"]
+        lines.append(
+            f"- 3D training, student / 3D U-Net: {r3:.2f}x (paired {training_3d['paired_student_over_unet']:.2f}x); "
+            f"target <= {TRAIN_TARGET}x: {'met' if r3 <= TRAIN_TARGET else 'NOT met'}"
+        )
     return "\n".join(lines)
 
 
@@ -233,18 +269,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256, help="square input side (divisible by 16)")
     p.add_argument("--teacher-n", type=int, default=3, help="timed LiteMedSAM calls")
     p.add_argument("--no-teacher", action="store_true", help="skip LiteMedSAM")
+    p.add_argument("--3d", dest="three_d", action="store_true", help="also time 3D training (Hippocampus configs)")
+    p.add_argument("--batch-3d", type=int, default=2, help="3D training batch size")
+    p.add_argument("--shape-3d", type=int, nargs=3, default=None, help="3D input size (default: the student config's)")
     p.add_argument("--json", default=None, help="also write the figures as JSON here")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
     training = measure_training(a.size, a.batch, a.n)
     inference = measure_inference(a.size, a.n, a.teacher_n, with_teacher=not a.no_teacher)
+    training_3d = (
+        measure_training(batch=a.batch_3d, n=a.n, dims=3, shape=tuple(a.shape_3d) if a.shape_3d else None)
+        if a.three_d else None
+    )
     print(f"torch {torch.__version__}, 1 thread, {time.perf_counter() - start:.0f} s in all\n")
-    print(format_table(training, inference))
+    print(format_table(training, inference, training_3d))
     if a.json:
         from uncol.atomic import atomic_write_json
 
-        atomic_write_json(a.json, {"training": training, "inference": inference})
+        record = {"training": training, "inference": inference}
+        if training_3d is not None:
+            record["training_3d"] = training_3d
+        atomic_write_json(a.json, record)
     return 0
 
 

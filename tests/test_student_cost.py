@@ -74,3 +74,14 @@ def test_table_reports_both_ratios_against_targets(script: ModuleType) -> None:
     assert "target <= 1.5x: met" in table
     assert "target >= 20x: met" in table
     assert "LiteMedSAM encoder + mask decoder, one box" in table
+
+
+def test_3d_training_measurement_and_table(script: ModuleType) -> None:
+    out = script.measure_training(batch=1, n=1, warmup=0, dims=3, shape=(16, 16, 16))
+    for name in ("unet", "student", "student_backbone", "student_vit_adapter"):
+        _check_summary(out[name], 1)
+    assert out["input"] == [1, 1, 16, 16, 16]
+    two_d = script.measure_training(size=64, batch=1, n=1, warmup=0)
+    table = script.format_table(two_d, script.measure_inference(size=64, n=1, warmup=0, with_teacher=False), out)
+    assert "3D training (fwd+bwd, batch 1, 16x16x16): 3D U-Net" in table
+    assert "3D training, student / 3D U-Net" in table
