@@ -88,7 +88,7 @@ def stage1_inputs(tmp_path, data, method: dict) -> tuple[dict, torch.Tensor]:
 
     meth._forward, meth._distill, meth._semantic, meth.sup_loss = spy_forward, spy_distill, spy_semantic, spy_loss
     batch = {"image": x, "label": y, "ids": [0, 1, 2], "geometry": [((False, False), 0, 0.0)] * b}
-    meth._stage1(batch, StepContext(step=1, iterations=2, device=torch.device("cpu")))
+    got["logged"] = meth._stage1(batch, StepContext(step=1, iterations=2, device=torch.device("cpu")))
     return got, x
 
 
@@ -98,6 +98,7 @@ def test_copy_paste_keeps_image_label_and_teacher_targets_aligned(tmp_path, fake
     image = got["x"][:, 0]
     assert torch.equal(image.long(), got["y"])  # every pixel: the label of the image it came from
     assert not torch.equal(got["x"], x)  # and mixing did happen
+    assert float(got["logged"]["copy_paste_mixed"]) == 1.0
     # Token by token: each 4x4 cell holds pixels of one image, and every target of that token is that image's.
     cells = image.unfold(1, 4, 4).unfold(2, 4, 4)  # (B, 8, 8, 4, 4)
     assert torch.equal(cells.amin((-1, -2)), cells.amax((-1, -2)))
@@ -117,6 +118,7 @@ def test_unmixed_images_pass_through_unchanged(tmp_path, fake_litemedsam, data2d
     got, x = stage1_inputs(tmp_path, data2d, {"copy_paste_mode": "box", "copy_paste_prob": 0.0})
     assert torch.equal(got["x"], x)
     assert torch.equal(got["y"], x[:, 0].long())
+    assert float(got["logged"]["copy_paste_mixed"]) == 0.0
     for t in [got["context"], got["semantic"], *got["visual"].values()]:
         assert torch.equal(t, x[:, :1, :8, :8].expand_as(t))
 

@@ -416,6 +416,8 @@ class UnCoLMethod(TrainingMethod):
             "loss_visual": loss_vis.detach(),
             "loss_semantic": loss_sem.detach(),
             "w_distill": torch.tensor(w),
+            # Share of the batch shown as a copy-paste mix (method.uncol.copy_paste_prob); the rest unmixed.
+            "copy_paste_mixed": m.flatten(1).any(dim=1).float().mean(),
         }
 
     @torch.no_grad()
