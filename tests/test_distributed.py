@@ -146,6 +146,19 @@ def test_methods_with_several_forwards_and_extra_modules_train_on_two_processes(
     assert log_steps(run) == list(range(1, 7)) and RunPaths(run).final.exists()
 
 
+@pytest.mark.slow
+def test_a_run_resumed_with_the_same_number_of_processes_is_bit_identical(tmp_path):
+    cfg = tiny_config(tmp_path)
+    yaml = tmp_path / "tiny.yaml"
+    yaml.write_text(cfg.to_yaml())
+    whole, resumed = tmp_path / "runs" / "whole", tmp_path / "runs" / "resumed"
+    torchrun(yaml, whole)
+    torchrun(yaml, resumed, "--stop-after", "4")
+    torchrun(yaml, resumed, "--resume")
+    a, b = (torch.load(RunPaths(r).final, map_location="cpu", weights_only=True)["network"] for r in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 # ---- one process standing in for a rank ---------------------------------------------------------------
 
 
