@@ -138,6 +138,7 @@ class DataParallel:
 
         self.network = network
         self.others = list(others)
+        self.device = device
         # A method may leave some weights out of a step (e.g. the context path of UnCoL's student
         # when no image attends to the teacher's tokens): find_unused_parameters marks them done.
         # Buffers are not broadcast at every forward, whose number may differ between ranks (UnCoL
@@ -182,7 +183,8 @@ class DataParallel:
         if not self.others:
             return
         world = dist.get_world_size()
-        flags = torch.tensor([p.grad is not None for p in self.others], dtype=torch.int32)
+        # on the device: NCCL reduces GPU tensors only
+        flags = torch.tensor([p.grad is not None for p in self.others], dtype=torch.int32, device=self.device)
         dist.all_reduce(flags)
         for p, n in zip(self.others, flags.tolist(), strict=True):
             if n == 0:
