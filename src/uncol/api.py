@@ -59,6 +59,9 @@ def train(
 ) -> dict[str, Any]:
     """Train a model, then evaluate the validation-selected weights on ``evaluate_splits``.
 
+    Under torchrun with several processes every process calls this; they train data-parallel, and
+    rank 0 writes the run folder and evaluates (docs/distributed.md).
+
     Args:
         config: YAML path, run folder (to resume it) or Config.
         overrides: ``key=value`` overrides.
