@@ -1,4 +1,4 @@
-"""The UnCoL student: SimpleViT encoder + knowledge adapter + CNN backbone (U-Net 2D, V-Net 3D).
+"""The UnCoL student: SimpleViT encoder + knowledge adapter + CNN backbone (residual U-Net, U-Net or V-Net).
 
 Lu, Hong and Yang, *Harmonizing Generalization and Specialization: Uncertainty-Informed Collaborative
 Learning for Semi-supervised Medical Image Segmentation*, arXiv:2512.13101: "a lightweight segmentation
@@ -7,27 +7,26 @@ network with a compact transformer-based image encoder and a CNN-based segmentat
 that cross-attends from the student's features to teacher-provided ones (Sec. 3.5).
 
 Data flow of :meth:`UnCoLStudent.forward` (``T`` = the adapter's token map, ``L`` = the deepest
-backbone level whose stride equals ``vit_patch``)::
+backbone level whose stride equals ``vit_patch``, ``P_i(T)`` = ``Norm(Conv1x1(D -> C_i)(T))`` resized
+to level ``i``; see :class:`TokenInjection`)::
 
     x ──SimpleViT──> layers[0..3] (B, N, D), grid = size / vit_patch
                          │ layers[-1] = queries
     context ─────────> KnowledgeAdapter ──> adapted (B, N, D) ──reshape──> T (B, D, *grid)
     (None: layers[-1])                                                       │
-                  ┌──────────────────────────────────────────────────────────┤
-    x ─encoder─ level L ──TokenFusion(·, T)── (deeper levels) ─┐              │
-                  skip L-1 + up(P_{L-1}(T)) ── decoder L-1 <───┘              │
-                  skip L-2 + up(P_{L-2}(T)) ── decoder L-2                    │  P_i = Conv1x1(D -> C_i) + Norm
-                  ...                                                         │  up = (bi/tri)linear resize
-                  skip 0   + up(P_0(T))     ── decoder 0 ──> logits  <────────┘
+    x ──encoder── level L: f_L + P_L(T) ── deeper levels ──┐                 │
+                  skip L-1: f_{L-1} + P_{L-1}(T) ──> decoder block L-1 <─────┘
+                  ...
+                  skip 0:   f_0 + P_0(T)         ──> decoder block 0 ──> logits
 
 The token grid and backbone level ``L`` have the same resolution by construction (16x16 tokens of a
-256x256 slice meet the bottleneck of the 2D residual U-Net, stride 16; 8^3 patches meet the V-Net's
-level 3), so the fusion needs no resampling; the fused map replaces the level-``L`` features. Every
-finer skip connection, as it enters the decoder, gets the token map projected to its width and
-resized to its resolution, added. So the adapter's output reaches the mask at every decoder scale,
-not through one bottleneck that the decoder can learn to bypass via the skips (paper Sec. 3.5: the
-adapter fuses the teacher-provided features into the student's segmentation path; the single-level
-fusion of the first version changed 0.52% of a trained student's pixels when zeroed, issue 13).
+256x256 slice meet the bottom of the 2D residual U-Net, stride 16; 8^3 patches meet stride-8 level 3
+in 3D), so no resampling is needed there; the sum replaces the level-``L`` features. Every finer skip
+connection, on its way into the decoder, gets the token map projected to its width and resized to its
+resolution, added. So the adapter's output reaches the mask at every decoder scale, rather than through
+one level that the decoder can bypass via the finer skips (paper Sec. 3.5: the adapter conditions the
+student's segmentation on teacher-provided features; with the single-level 1x1 fusion of the first
+version, zeroing the adapter output changed 0.52% of a trained student's pixels, issue 13).
 """
 
 from __future__ import annotations
