@@ -22,7 +22,8 @@ and readers see either no file or a whole one.
 
 Training never recomputes features of un-augmented views: it asks for the features of the stored
 sample and mirrors the sample's flips and 90-degree rotations on them with :func:`apply_geometry`
-(exact for pooled grids; see docs/teachers.md).
+(exact for pooled grids; see docs/teachers.md); a free rotation is then applied to the mapped targets
+by :mod:`uncol.data.rotation` (an approximation of re-encoding, measured in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
