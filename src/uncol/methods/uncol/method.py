@@ -272,8 +272,9 @@ class UnCoLMethod(TrainingMethod):
 
     def deferred_options(self) -> tuple[int, frozenset[str]]:
         # Stage 1 reads none of these (the EMA teacher follows the student from the first step, but only
-        # stage 2 reads it; the reliability gate is measured before training and used in stage 2 only). `pseudo_labels=none` is not
-        # deferred: it removes stage 2, which moves the stage switch.
+        # stage 2 reads it; the reliability gate is measured before training and used in stage 2 only).
+        # `pseudo_labels=none` is not deferred: it removes stage 2, which moves the stage switch.
+        # `ema_decay` and `lr_schedule` are read in stage 1.
         if not self.uses_unlabeled:
             return 0, frozenset()
         return self.stage1_steps, STAGE2_OPTIONS
