@@ -323,3 +323,13 @@ def test_a_moved_run_folder_evaluates_predicts_and_resumes(
         if f.is_file() and f.suffix in (".json", ".yaml", ".csv"):
             assert str(tmp_path / "old") not in f.read_text(), f
     assert json.loads(RunPaths(moved).summary.read_text())["run_dir"] == "."
+
+
+def test_a_log_row_torn_by_a_kill_is_dropped_on_resume(tmp_path: Path) -> None:
+    """``log.csv`` is appended to, not written atomically: a row cut short ("13,..." as "1") is dropped."""
+    from uncol.engine import CsvLog
+
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"step,loss\r\n1,0.5\r\n2,0.4\r\n1")
+    CsvLog(log, resume_step=2)
+    assert log.read_text().splitlines() == ["step,loss", "1,0.5", "2,0.4"]

@@ -133,9 +133,12 @@ class CsvLog:
         rows: list[dict[str, str]] = []
         if resume_step is not None and path.exists():
             with open(path, newline="") as fh:
-                reader = csv.DictReader(fh)
-                self.fields = list(reader.fieldnames or [])
-                rows = [r for r in reader if int(r["step"]) <= resume_step]
+                text = fh.read()
+            if not text.endswith("\n"):  # a last row torn by a kill or a full disk (a cut "13" reads as step 1)
+                text = text[: text.rfind("\n") + 1]
+            reader = csv.DictReader(text.splitlines())
+            self.fields = list(reader.fieldnames or [])
+            rows = [r for r in reader if int(r["step"]) <= resume_step]
             self._rewrite(rows)
         elif path.exists():
             path.unlink()
