@@ -333,3 +333,29 @@ def test_a_log_row_torn_by_a_kill_is_dropped_on_resume(tmp_path: Path) -> None:
     log.write_bytes(b"step,loss\r\n1,0.5\r\n2,0.4\r\n1")
     CsvLog(log, resume_step=2)
     assert log.read_text().splitlines() == ["step,loss", "1,0.5", "2,0.4"]
+
+
+def test_full_disk_in_the_teacher_cache_names_the_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    import uncol.teachers.cache as cache_module
+    from uncol.teachers.cache import FeatureCache
+
+    real = uncol.atomic.atomic_write
+
+    def full(path: str | Path, writer: Callable[[Path], None]) -> Path:
+        def half_then_fail(tmp: Path) -> None:
+            writer(tmp)
+            with open(tmp, "r+b") as fh:
+                fh.truncate(tmp.stat().st_size // 2)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+
+        return real(path, half_then_fail)
+
+    monkeypatch.setattr(cache_module, "atomic_write", full)
+    cache = FeatureCache(FakeTeacher(size=64, token_grid=4), tmp_path / "cache")
+    image = np.random.default_rng(0).normal(size=(1, 32, 32)).astype(np.float32)
+    with pytest.raises(OutputError, match="no space left") as e:
+        cache.warm([image])
+    assert e.value.path.suffix == ".feat" and str(tmp_path / "cache") in str(e.value)
+    assert temporaries(tmp_path) == [] and list((tmp_path / "cache").rglob("*.feat")) == []
