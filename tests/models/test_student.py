@@ -17,6 +17,7 @@ from uncol.engine import Trainer
 from uncol.errors import ConfigError
 from uncol.models import KnowledgeAdapter, StudentOutput, UnCoLStudent, build_network, count_parameters
 from uncol.models.backbones import ResUNetBackbone
+from uncol.models.student import TokenInjection
 from uncol.models.vit import sincos_position_embedding
 from uncol.runs import RunPaths, load_weights
 
@@ -190,7 +191,7 @@ def test_adapter_reaches_the_logits_at_every_decoder_scale(backbone):
     for i in range(len(net.injections)):
         handles = [_zero_output(inj.project) for j, inj in enumerate(net.injections) if j != i]
         adapted = []
-        h = net.adapter.register_forward_hook(lambda _m, _i, o: adapted.append(o) or o.retain_grad())
+        h = net.adapter.register_forward_hook(lambda _m, _i, o, store=adapted: store.append(o) or o.retain_grad())
         net(x).square().mean().backward()
         for handle in [*handles, h]:
             handle.remove()
@@ -279,3 +280,13 @@ def test_supervised_training_with_the_student_arch(tmp_path: Path):
     cfg_back, net, _ = load_weights(run, "final")
     assert isinstance(net, UnCoLStudent) and cfg_back == cfg
     assert net(torch.randn(1, 1, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_token_injection_resizes_to_finer_levels_and_refuses_coarser_ones():
+    inj = TokenInjection(2, 8, 4, "batch").eval()
+    tokens = torch.randn(2, 8, 4, 4)
+    assert inj(torch.zeros(2, 4, 16, 16), tokens).shape == (2, 4, 16, 16)
+    # Same grid: no resizing, the projected tokens are added as they are.
+    assert torch.allclose(inj(torch.zeros(2, 4, 4, 4), tokens), inj.project(tokens))
+    with pytest.raises(ValueError, match="coarser than the token grid"):
+        inj(torch.zeros(2, 4, 2, 2), tokens)
