@@ -84,11 +84,27 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: Options of the UnCoL student: they build no layer of any other architecture.
+STUDENT_OPTIONS = frozenset({
+    "model.vit_dim", "model.vit_depth", "model.vit_heads", "model.vit_patch", "model.context_dims",
+    "model.student_backbone",
+})
+
+
+def unused_options(cfg: Config) -> frozenset[str]:
+    """Dotted options that cannot change what a run of ``cfg`` computes: the student's options for any
+    other architecture. A changed default of such an option leaves finished and resumable runs valid."""
+    return frozenset() if cfg.model.arch.startswith("uncol_student") else STUDENT_OPTIONS
+
+
 def config_differences(a: Config, b: Config, may_differ: frozenset[str] = frozenset()) -> list[str]:
     """Dotted keys whose values differ between two configs, ignoring speed-only options
-    (:data:`RESUME_MAY_DIFFER` and ``may_differ``)."""
+    (:data:`RESUME_MAY_DIFFER` and ``may_differ``) and options neither config uses (:func:`unused_options`;
+    both must share the architecture for that, or ``model.arch`` itself differs)."""
     fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
     ignore = RESUME_MAY_DIFFER | may_differ
+    if a.model.arch == b.model.arch:
+        ignore = ignore | unused_options(a)
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k) and k not in ignore)
 
 
