@@ -7,20 +7,17 @@ that stage 2 draws from the EMA teacher's pseudo-labels get the same jitter, ``t
 given at 1024 px and scaled to the teacher's canvas, drawn anew at every step from the step's seeded
 generator, so a run is reproducible and the foundation teacher sees the loose boxes it was trained on.
 
-The prompts are built in :meth:`TeacherTargets._decode_prompted`; this subclass overrides it with the
-jittered boxes. (It lives here rather than in targets.py while that module is being changed for rotation;
-the two can be merged by giving ``_decode_prompted`` a jitter argument.)
+:meth:`TeacherTargets._decode_prompted` builds its box prompts through :meth:`TeacherTargets.box_prompts`;
+this subclass jitters them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from uncol.methods.uncol.targets import TeacherTargets
-from uncol.teachers.base import class_probabilities
 from uncol.teachers.prompts import Prompts, boxes_from_pseudo_label, jitter_in_pixels
 
 
@@ -46,26 +43,8 @@ class JitteredPromptTargets(TeacherTargets):
 
     def box_prompts(self, probs: np.ndarray, rng: np.random.Generator) -> Prompts:
         """Jittered boxes, one per class present in the argmax of ``probs`` ``(K, H, W)`` of one slice."""
+        if self.box_jitter_px <= 0:
+            return super().box_prompts(probs, rng)
         spec = self.teacher.spec
         jitter = jitter_in_pixels(self.box_jitter_px, spec.size, probs.shape[1:], spec.keep_aspect)
         return boxes_from_pseudo_label(probs, self.num_classes, jitter, rng, self.cfg.teacher.min_pixels)
-
-    def _decode_prompted(
-        self, slices: Sequence[np.ndarray], sources: Sequence[np.ndarray], rng: np.random.Generator
-    ) -> dict[int, np.ndarray]:
-        if self.box_jitter_px <= 0 or self.cfg.teacher.prompt != "box":
-            return super()._decode_prompted(slices, sources, rng)
-        todo: list[int] = []
-        prompts: list[Prompts] = []
-        for j, ps in enumerate(sources):
-            pr = self.box_prompts(ps, rng)
-            if pr.present.any():
-                todo.append(j)
-                prompts.append(pr)
-        encoded = self.cache.encode([slices[j] for j in todo], embeddings=True) if todo else []
-        decoded: dict[int, np.ndarray] = {}
-        for j, enc, pr in zip(todo, encoded, prompts, strict=True):
-            logits, _ = self.teacher.decode(enc, pr)
-            decoded[j] = class_probabilities(logits.numpy())
-            self.stats.decoded_slices += 1
-        return decoded

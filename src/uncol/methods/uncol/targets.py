@@ -317,6 +317,11 @@ class TeacherTargets:
             out.append(apply_view(torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32)), view, fill=uniform))
         return torch.stack(out).to(pseudo.device)
 
+    def box_prompts(self, probs: np.ndarray, rng: np.random.Generator) -> Prompts:
+        """Tight boxes, one per class present in the argmax of ``probs`` ``(K, H, W)`` of one slice
+        (``rng`` unused here; subclasses may jitter them)."""
+        return boxes_from_pseudo_label(probs, self.num_classes, 0.0, None, self.cfg.teacher.min_pixels)
+
     def _decode_prompted(
         self, slices: Sequence[np.ndarray], sources: Sequence[np.ndarray], rng: np.random.Generator
     ) -> dict[int, np.ndarray]:
@@ -330,7 +335,7 @@ class TeacherTargets:
             if tc.prompt == "point":
                 pr = points_from_uncertainty(ps, tc.points_per_class, rng, min_pixels=tc.min_pixels)
             else:
-                pr = boxes_from_pseudo_label(ps, self.num_classes, 0.0, None, tc.min_pixels)
+                pr = self.box_prompts(ps, rng)
             if pr.present.any():
                 todo.append(j)
                 prompts.append(pr)
