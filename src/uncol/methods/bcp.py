@@ -36,6 +36,7 @@ from uncol.methods.layer_modes import layers_in_train_mode
 from uncol.methods.losses import masked_dice_ce
 from uncol.methods.postprocess import keep_largest_component_per_class
 from uncol.methods.registry import register_method
+from uncol.methods.uncertainty import class_argmax
 
 #: Stream tag of the per-step box generator (distinct from the data streams' 0 and 1).
 BOX_STREAM = 31
@@ -167,7 +168,7 @@ class BCP(TrainingMethod):
         """Teacher pseudo-labels of ``x`` and the fraction of pixels the largest-component filter reset to 0."""
         as_train = self.options.teacher_mode == "train"
         with layers_in_train_mode(self.ema.module, norm=as_train, dropout=as_train):
-            labels = self.ema(x).argmax(dim=1)
+            labels = class_argmax(self.ema(x))
         if not self.options.largest_component:
             return labels, 0.0
         kept = keep_largest_component_per_class(labels, self.cfg.data.num_classes)

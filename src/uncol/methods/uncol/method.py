@@ -63,7 +63,7 @@ from uncol.methods.consistency import uncertainty_threshold
 from uncol.methods.losses import SegmentationLoss, masked_dice_ce
 from uncol.methods.ramps import gaussian_rampup
 from uncol.methods.registry import register_method
-from uncol.methods.uncertainty import entropy
+from uncol.methods.uncertainty import class_argmax, entropy
 from uncol.methods.uncol.distillation import Projection, token_mask, tokens_of
 from uncol.methods.uncol.options import UnCoLOptions
 from uncol.methods.uncol.pseudo_labels import fuse_pseudo_labels, gate_classes
@@ -454,11 +454,11 @@ class UnCoLMethod(TrainingMethod):
             return fused.labels, fused.mask, stats, tokens
         if mode == "average":
             assert p_g is not None
-            return ((p_g + p_s) / 2).argmax(1), everywhere, stats, tokens
+            return class_argmax((p_g + p_s) / 2), everywhere, stats, tokens
         if mode == "generalized":
             assert p_g is not None
-            return p_g.argmax(1), everywhere, stats, tokens
-        return p_s.argmax(1), everywhere, stats, tokens  # specialized
+            return class_argmax(p_g), everywhere, stats, tokens
+        return class_argmax(p_s), everywhere, stats, tokens  # specialized
 
     def labeled_context(self, xl: torch.Tensor, ids: Sequence[int], views: Sequence[Any]) -> torch.Tensor:
         """Stage-2 adapter context of labeled views, as tokens ``(n, N, vit_dim)``.

@@ -23,7 +23,7 @@ import torch
 
 from uncol.methods.consistency import ThresholdBase, uncertainty_threshold
 from uncol.methods.ramps import gaussian_rampup
-from uncol.methods.uncertainty import entropy
+from uncol.methods.uncertainty import class_argmax, entropy
 
 
 def entropy_threshold(
@@ -76,7 +76,7 @@ def gate_classes(p_general: torch.Tensor, p_special: torch.Tensor, voting: torch
         voting: ``(K,)`` bool, the classes on which the generalized teacher may vote.
     """
     ok = voting.to(p_general.device)
-    vote = (ok[p_general.argmax(1)] & ok[p_special.argmax(1)]).unsqueeze(1)
+    vote = (ok[class_argmax(p_general)] & ok[class_argmax(p_special)]).unsqueeze(1)
     return torch.where(vote, p_general, torch.full_like(p_general, 1.0 / p_general.shape[1]))
 
 
@@ -109,6 +109,6 @@ def fuse_pseudo_labels(p_general: torch.Tensor, p_special: torch.Tensor, thresho
     fused = w_g * p_general + (1.0 - w_g) * p_special
     mask = conf_g | conf_s
     fused = fused * mask.unsqueeze(1).to(fused.dtype)
-    labels = torch.where(mask, fused.argmax(dim=1), torch.zeros_like(h_g, dtype=torch.long))
+    labels = torch.where(mask, class_argmax(fused), torch.zeros_like(h_g, dtype=torch.long))
     source = conf_g.to(torch.int8) + 2 * conf_s.to(torch.int8)
     return PseudoLabels(labels=labels, mask=mask, probs=fused, source=source)
