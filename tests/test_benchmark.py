@@ -65,6 +65,8 @@ def config_file(tmp_path: Path) -> Path:
         ({"methods": {"m": {"config": "c.yaml"}}}, "methods.m.iterations"),
         ({"methods": {"m": {"config": "c.yaml", "iterations": 0}}}, "methods.m.iterations"),
         ({"methods": {"m": {"config": "c.yaml", "iterations": 1, "set": ["split.labeled=5"]}}}, "methods.m.set"),
+        ({"methods": {"m": {"config": "c.yaml", "iterations": 1, "seeds": [0, 2]}}}, "methods.m.seeds"),
+        ({"methods": {"m": {"config": "c.yaml", "iterations": 1, "seeds": []}}}, "methods.m.seeds"),
     ],
 )
 def test_invalid_grids_name_the_file_and_key(tmp_path, config_file, changes, key):
@@ -92,6 +94,17 @@ def test_grid_defaults_and_config_paths_next_to_the_grid(tmp_path, config_file, 
     runs = plan_runs(spec, tmp_path / "out")
     assert [r.name for r in runs[:3]] == ["supervised_l0.1_s0", "other_l0.5_s0", "other_l1_s0"]
     assert len(runs) == 6 and {r.seed for r in runs[3:]} == {1}
+
+
+def test_an_entry_may_run_at_some_of_the_grid_seeds(tmp_path, config_file):
+    values = minimal_grid(config_file)
+    values["methods"]["diagnostic"] = {"config": str(config_file), "iterations": 2, "seeds": [1]}
+    spec = load_grid(write_yaml(tmp_path / "g.yaml", values))
+    names = [r.name for r in plan_runs(spec, tmp_path / "out")]
+    assert names == [
+        "supervised_l2_s0", "supervised_l3_s0",
+        "supervised_l2_s1", "diagnostic_l2_s1", "supervised_l3_s1", "diagnostic_l3_s1",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------

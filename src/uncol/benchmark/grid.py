@@ -20,7 +20,7 @@ from uncol.errors import ConfigError
 # Names become folder names and CSV values: keep them to characters that are safe everywhere.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("name", "out", "archive", "seeds", "seed_keys", "labeled", "reference", "budget", "set", "methods")
-_METHOD_KEYS = ("config", "labeled", "set", "iterations")
+_METHOD_KEYS = ("config", "labeled", "set", "iterations", "seeds")
 _BUDGET_KEYS = ("cpu_seconds", "calibration_steps", "validations")
 # The calibration excludes this many first steps (one-time warm-up) from the measured cost.
 CALIBRATION_WARMUP_STEPS = 2
@@ -54,6 +54,7 @@ class MethodSpec:
         labeled: the ``split.labeled`` values it runs at.
         overrides: ``key=value`` overrides applied after the grid's own.
         iterations: fixed ``train.iterations`` (no budget calibration), or ``None``.
+        seeds: the grid seeds this entry runs at (a diagnostic entry may need fewer), or ``None`` for all.
     """
 
     name: str
@@ -61,6 +62,11 @@ class MethodSpec:
     labeled: tuple[float, ...]
     overrides: tuple[str, ...]
     iterations: int | None
+    seeds: tuple[int, ...] | None = None
+
+    def runs_at(self, labeled: float, seed: int) -> bool:
+        """Whether the grid trains this entry at ``labeled`` with ``seed``."""
+        return labeled in self.labeled and (self.seeds is None or seed in self.seeds)
 
 
 @dataclass(frozen=True)
@@ -167,7 +173,7 @@ class _Parser:
         if not isinstance(methods_raw, dict) or not methods_raw:
             raise self.error("methods", "expected a mapping of method entries (name: {config: ...})")
         methods = tuple(
-            self._method(str(k), v, default_labeled, budget) for k, v in methods_raw.items()
+            self._method(str(k), v, default_labeled, budget, seeds) for k, v in methods_raw.items()
         )
         self._same_labeled_kind(methods)
         reference = raw.get("reference", "supervised" if "supervised" in methods_raw else None)
@@ -251,7 +257,12 @@ class _Parser:
         return BudgetSpec(float(cpu), steps, validations)
 
     def _method(
-        self, name: str, value: Any, default_labeled: tuple[float, ...] | None, budget: BudgetSpec | None
+        self,
+        name: str,
+        value: Any,
+        default_labeled: tuple[float, ...] | None,
+        budget: BudgetSpec | None,
+        grid_seeds: tuple[int, ...],
     ) -> MethodSpec:
         key = f"methods.{name}"
         self._name(name, key)
@@ -273,7 +284,14 @@ class _Parser:
                 f"{key}.iterations",
                 "no iteration count: fix 'iterations' for this method or give the grid a budget (budget.cpu_seconds)",
             )
-        return MethodSpec(name, config, labeled, self._overrides(value.get("set", []), f"{key}.set"), iterations)
+        seeds = None
+        if value.get("seeds") is not None:
+            seeds = self._int_list(value["seeds"], f"{key}.seeds")
+            extra = sorted(set(seeds) - set(grid_seeds))
+            if extra:
+                raise self.error(f"{key}.seeds", f"{extra} not among the grid's seeds {list(grid_seeds)}")
+        overrides = self._overrides(value.get("set", []), f"{key}.set")
+        return MethodSpec(name, config, labeled, overrides, iterations, seeds)
 
     def _config_path(self, value: Any, key: str) -> Path:
         if not isinstance(value, str) or not value.strip():

@@ -79,7 +79,7 @@ def plan_runs(grid: GridSpec, out: Path) -> list[PlannedRun]:
     for seed in grid.seeds:
         for labeled in grid.labeled_values:
             for m in grid.methods:
-                if labeled in m.labeled:
+                if m.runs_at(labeled, seed):
                     name = f"{m.name}_l{format_labeled(labeled)}_s{seed}"
                     runs.append(PlannedRun(m.name, labeled, seed, runs_folder(out) / name))
     return runs
