@@ -15,12 +15,17 @@ per-pair time ratios (option / default, below 1 = faster):
   (forward + backward + SGD step), under :mod:`torch.profiler`;
 * **channels_last**: forward + backward of each network with its weights and input in
   ``torch.channels_last`` against the default contiguous layout (and the largest difference of the
-  logits);
+  logits), and the same for the 3D networks of the Hippocampus configurations at the 3D student's
+  patch size (``channels_last_3d``, ``batch / 2`` volumes); then whole training steps with ``train.channels_last`` against the default, Mean Teacher
+  and UnCoL stage 2 with the student (``batch / 2`` labeled + ``batch / 2`` unlabeled images, built as
+  ``benchmarks/step_speed.py`` builds them);
 * **inference_mode**: ``torch.inference_mode()`` against ``torch.no_grad()`` for the forwards that need
   no gradient: an EMA-teacher-style forward (train-mode layers, ``batch`` images) and evaluation (eval
   mode, one image);
 * **torch.compile** (``--compile``): forward + backward of the U-Net compiled with the default inductor
-  backend against eager (the compile time reported apart).
+  backend against eager (the compile time reported apart), then whole training steps with
+  ``train.compile`` against the default, as for ``channels_last`` (the first, compiling, step apart).
+  Inductor keeps compiled code in a cache on disk, so a second run compiles faster.
 """
 
 from __future__ import annotations
@@ -80,27 +85,68 @@ def profile_supervised(size: int, batch: int, steps: int, top: int = 12) -> list
     return [(e.key, e.self_cpu_time_total / 1000.0 / steps, e.count / steps) for e in ops]
 
 
-def channels_last(size: int, batch: int, n: int) -> dict[str, Any]:
-    """Forward + backward, default layout against channels_last, for the U-Net and the student."""
+def channels_last(size: int, batch: int, n: int, dims: int = 2) -> dict[str, Any]:
+    """Forward + backward, default layout against channels_last, for the U-Net and the student.
+
+    ``dims=3``: the Hippocampus networks at the 3D student's patch size, ``channels_last_3d``.
+    """
     out: dict[str, Any] = {}
-    unet, student, in_ch, k = build_networks(size)
+    unet, student, in_ch, k = build_networks(size, dims)
+    spatial = (size, size) if dims == 2 else tuple(student.vit.grid[i] * student.vit_patch for i in range(3))
+    layout = torch.channels_last if dims == 2 else torch.channels_last_3d
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, in_ch, size, size, generator=gen)
-    y = torch.randint(0, k, (batch, size, size), generator=gen)
+    x = torch.rand(batch, in_ch, *spatial, generator=gen)
+    y = torch.randint(0, k, (batch, *spatial), generator=gen)
     for name, net in (("unet", unet), ("student", student)):
         net.train()
-        twin = build_networks(size)[0 if name == "unet" else 1]
+        twin = build_networks(size, dims)[0 if name == "unet" else 1]
         twin.load_state_dict(net.state_dict())
-        twin = twin.to(memory_format=torch.channels_last).train()
-        x_cl = x.contiguous(memory_format=torch.channels_last)
+        twin = twin.to(memory_format=layout).train()
+        x_cl = x.contiguous(memory_format=layout)
         with torch.no_grad():
             diff = (net.eval()(x) - twin.eval()(x_cl)).abs().max().item()
         net.train()
         twin.train()
         r = paired(_train_step(net, lambda n_=net: n_(x), y), _train_step(twin, lambda t=twin, xc=x_cl: t(xc), y), n)
         r["max_logit_difference"] = diff
-        out[name] = r
+        out[name if dims == 2 else f"{name} 3D {'x'.join(map(str, spatial))}"] = r
     return out
+
+
+def engine_option(size: int, batch: int, n: int, option: dict[str, Any]) -> dict[str, Any]:
+    """Whole training steps (:meth:`Trainer.train_step`) with the ``train`` ``option`` against the default:
+    Mean Teacher and UnCoL stage 2 on the student, as ``benchmarks/step_speed.py`` builds them
+    (``batch`` labeled + ``batch`` unlabeled images, the stand-in foundation teacher). The first step of
+    each (with ``train.compile``, the compiling) is reported apart as ``first_step_s``."""
+    import tempfile
+
+    from step_speed import STAGE2_START, fake_teacher_registered, make_configs, prepared_trainer
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="uncol-speed-options-") as tmp, fake_teacher_registered():
+        root = Path(tmp)
+        for index, name in ((1, "mean_teacher"), (0, "uncol_stage2")):
+            pair = []
+            for k, train in enumerate(({}, option)):
+                cfg = make_configs(root / f"{name}{k}", size, batch, batch, train=train)[index]
+                pair.append(prepared_trainer(cfg, root / f"run_{name}{k}"))
+            batches = [pair[0].batches[STAGE2_START + i] for i in range(n + 3)]
+            a, b = _stepper(pair[0], batches, STAGE2_START), _stepper(pair[1], batches, STAGE2_START)
+            first = [_time_once(a), _time_once(b)]
+            out[name] = paired(a, b, n) | {"first_step_s": first}
+    return out
+
+
+def _stepper(trainer: Any, batches: list[dict[str, Any]], start: int) -> Callable[[], None]:
+    """A closure running the trainer's next training step on the next of ``batches``, from step ``start``."""
+    done = [0]
+
+    def step() -> None:
+        trainer.step = start + done[0]
+        trainer.train_step(batches[done[0]])
+        done[0] += 1
+
+    return step
 
 
 def inference_mode(size: int, batch: int, n: int) -> dict[str, Any]:
@@ -155,6 +201,11 @@ def format_report(r: dict[str, Any]) -> str:
              "|---|---|---|---|---|"]
     for name, m in r["channels_last"].items():
         lines.append(row(f"channels_last, {name} fwd+bwd", m, f"max logit difference {m['max_logit_difference']:.1e}"))
+    for name, m in r.get("engine_channels_last", {}).items():
+        lines.append(row(f"channels_last, whole {name.replace('_', ' ')} training step", m))
+    for name, m in r.get("engine_compile", {}).items():
+        lines.append(row(f"train.compile, whole {name.replace('_', ' ')} training step", m,
+                         f"first step {m['first_step_s'][0]:.1f} s plain, {m['first_step_s'][1]:.0f} s compiled"))
     for name, m in r["inference_mode"].items():
         lines.append(row(f"inference_mode vs no_grad, {name.replace('_', ' ')}", m,
                          "identical outputs" if m["identical_outputs"] else "outputs DIFFER"))
@@ -173,10 +224,12 @@ def measure(size: int = 256, batch: int = 4, n: int = 10, profile: int = 3, comp
     torch.set_num_threads(1)
     r: dict[str, Any] = {"size": size, "batch": batch}
     r["profile"] = profile_supervised(size, batch, profile) if profile else []
-    r["channels_last"] = channels_last(size, batch, n)
+    r["channels_last"] = channels_last(size, batch, n) | channels_last(size, max(1, batch // 2), n, dims=3)
+    r["engine_channels_last"] = engine_option(size, max(1, batch // 2), n, {"channels_last": True})
     r["inference_mode"] = inference_mode(size, batch, n)
     if compile_:
         r["compile"] = compiled(size, batch, n)
+        r["engine_compile"] = engine_option(size, max(1, batch // 2), n, {"compile": True})
     return r
 
 

@@ -86,7 +86,13 @@ def fake_teacher_registered() -> Iterator[None]:
 
 
 def make_configs(
-    root: Path, size: int, batch: int, unlabeled_batch: int, teacher: str = "fake", channels: list[int] | None = None
+    root: Path,
+    size: int,
+    batch: int,
+    unlabeled_batch: int,
+    teacher: str = "fake",
+    channels: list[int] | None = None,
+    train: dict[str, Any] | None = None,
 ) -> tuple[Config, Config]:
     """The UnCoL and Mean Teacher configurations on a synthetic dataset written under ``root``.
 
@@ -97,6 +103,7 @@ def make_configs(
         unlabeled_batch: unlabeled images per step.
         teacher: ``fake`` (stand-in) or ``litemedsam``.
         channels: backbone widths (``None``: the config's).
+        train: further ``train`` options of both (e.g. ``{"channels_last": True}``).
     """
     patients = max(2, batch) + max(2, unlabeled_batch)
     data = make_hdf5_dataset(
@@ -109,7 +116,7 @@ def make_configs(
     base["train"] |= {
         "iterations": ITERATIONS, "batch_size": batch, "patch_size": [size, size], "threads": 1, "device": "cpu",
         "val_every": 0, "checkpoint_every": ITERATIONS, "log_every": ITERATIONS, "num_workers": 0,
-    }
+    } | (train or {})
     if channels is not None:
         base["model"]["channels"] = channels
     uncol = _deep(base)
@@ -193,6 +200,26 @@ def labelled_parts(trainer: Trainer, parts: tuple[tuple[str, str], ...] = PROFIL
             delattr(owner, attr)  # the instance attribute goes; the class's method is back
 
 
+@contextlib.contextmanager
+def counted_prompts(trainer: Trainer, counter: list[int]) -> Iterator[None]:
+    """Add the number of prompts (classes) of every foundation-teacher decode to ``counter[0]`` in the block."""
+    teacher = getattr(trainer.method, "teacher", None)
+    if teacher is None:
+        yield
+        return
+    decode = teacher.decode
+
+    def counting(encoded: Any, prompts: Any) -> Any:
+        counter[0] += int(prompts.present.sum())
+        return decode(encoded, prompts)
+
+    teacher.decode = counting
+    try:
+        yield
+    finally:
+        del teacher.decode  # the class's method is back
+
+
 def profile_steps(trainer: Trainer, batches: list[dict[str, Any]], start: int, top: int = 15) -> dict[str, Any]:
     """Profile ``len(batches)`` training steps: labelled parts and the top operators by self CPU time.
 
@@ -246,7 +273,8 @@ def measure(
 
     Returns:
         ``{"uncol", "mean_teacher"}`` -> ms per step summaries, ``ratio`` (of the medians),
-        ``paired_ratio`` (median of per-pair ratios), ``decoder_calls_per_step``, the input shape and,
+        ``paired_ratio`` (median of per-pair ratios), ``decoder_calls_per_step`` and ``prompts_per_step``
+        (foundation-teacher decodes and prompted classes in a timed UnCoL step), the input shape and,
         with ``profile``, the profile.
     """
     with contextlib.ExitStack() as stack:
@@ -265,18 +293,22 @@ def measure(
         stats = uc.method.targets_u.stats if uc.method.targets_u is not None else None
         times: dict[str, list[float]] = {"uncol": [], "mean_teacher": []}
         decoded_before = 0
-        for i in range(warmup + n):
-            if i == warmup and stats is not None:
-                decoded_before = stats.decoded_slices
-            tu = timed_step(uc, batches_u[i], steps[i])
-            tm = timed_step(mt, batches_m[i], steps[i])
-            if i >= warmup:
-                times["uncol"].append(tu)
-                times["mean_teacher"].append(tm)
+        prompts = [0]
+        with counted_prompts(uc, prompts):
+            for i in range(warmup + n):
+                if i == warmup:
+                    decoded_before = stats.decoded_slices if stats is not None else 0
+                    prompts[0] = 0
+                tu = timed_step(uc, batches_u[i], steps[i])
+                tm = timed_step(mt, batches_m[i], steps[i])
+                if i >= warmup:
+                    times["uncol"].append(tu)
+                    times["mean_teacher"].append(tm)
         out: dict[str, Any] = {k: _summary(v) for k, v in times.items()}
         out["ratio"] = out["uncol"]["median_ms"] / out["mean_teacher"]["median_ms"]
         out["paired_ratio"] = statistics.median(u / m for u, m in zip(times["uncol"], times["mean_teacher"], strict=True))
         out["decoder_calls_per_step"] = (stats.decoded_slices - decoded_before) / n if stats is not None else 0.0
+        out["prompts_per_step"] = prompts[0] / n
         out["input"] = {"size": size, "batch": batch, "unlabeled_batch": unlabeled_batch, "teacher": teacher}
         out["setup_s"] = setup_s
         if profile:
@@ -302,7 +334,8 @@ def format_report(r: dict[str, Any]) -> str:
         "",
         f"- UnCoL stage 2 / Mean Teacher: {r['ratio']:.2f}x (paired {r['paired_ratio']:.2f}x); "
         f"target <= {TARGET}x: {'met' if r['ratio'] <= TARGET else 'NOT met'}",
-        f"- foundation-teacher decoder calls per UnCoL step: {r['decoder_calls_per_step']:.1f}",
+        f"- foundation-teacher decoder calls per UnCoL step: {r['decoder_calls_per_step']:.1f} "
+        f"({r['prompts_per_step']:.1f} prompted classes)",
     ]
     prof = r.get("profile")
     if prof:

@@ -74,12 +74,13 @@ def test_step_speed_measures_both_methods_and_profiles(step_speed: ModuleType, t
     assert r["ratio"] == pytest.approx(r["uncol"]["median_ms"] / r["mean_teacher"]["median_ms"])
     # The synthetic slices hold every class, so the foundation teacher is prompted on each unlabeled image.
     assert r["decoder_calls_per_step"] == 2.0
+    assert 2.0 <= r["prompts_per_step"] <= 6.0  # at least one of the 3 foreground classes per image
     parts = r["profile"]["parts"]
     assert parts["training step"] > parts["student forward"] > 0
     assert "uncol: foundation mask decoder" in parts and "uncol: teacher cache reads" in parts
     report = step_speed.format_report(r)
     assert "UnCoL stage 2 / Mean Teacher" in report and "target <= 1.3x" in report
-    assert "| student forward |" in report
+    assert "| student forward |" in report and "prompted classes" in report
 
 
 def test_step_speed_times_stage_two_with_a_warm_cache(step_speed: ModuleType, tmp_path: Path) -> None:

@@ -203,6 +203,19 @@ class TrainConfig:
     amp: bool = option(True, "Mixed precision on CUDA (ignored on CPU).")
     num_workers: int = option(0, "Data-loading worker processes (results do not depend on it).")
     threads: int = option(0, "CPU threads used by torch; 0 keeps torch's default.")
+    channels_last: bool = option(
+        False,
+        "Keep the networks' weights and input images in the channels-last memory layout (channels_last_3d in 3D): "
+        "on a CPU the networks' forward + backward about 10% faster, whole training steps 3-6% "
+        "(benchmarks/speed_options.py, docs/speed.md); the same results up to float rounding, not bit-identical.",
+    )
+    compile: bool = option(
+        False,
+        "Compile the trained network with torch.compile (inductor), in place: on a CPU whole training steps about 8% "
+        "faster once compiled, after 50-80 s of compiling at the first step (and again for evaluation mode and new "
+        "input shapes); pays off on long runs only (docs/speed.md). The same results up to float rounding. Needs a C++ "
+        "compiler.",
+    )
     val_every: int = option(200, "Validate (and keep the best checkpoint) every N steps; 0 only at the end.")
     checkpoint_every: int = option(100, "Write the resumable checkpoint every N steps.")
     log_every: int = option(10, "Write loss values to CSV/TensorBoard every N steps.")

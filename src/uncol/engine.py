@@ -484,6 +484,11 @@ class Trainer:
             barrier()
         for m in self.method.modules().values():
             m.to(self.device)
+            if self._layout is not None:  # train.channels_last: convolution weights (4D/5D) only
+                m.to(memory_format=self._layout)
+        if cfg.train.compile:
+            # In place (nn.Module.compile): parameter names, hence checkpoints, stay those of the plain network.
+            self.method.network.compile()
         if self.ranks.distributed:
             network_params = {id(p) for p in self.method.network.parameters()}
             others = [p for p in self.method.parameters() if id(p) not in network_params]
@@ -609,8 +614,22 @@ class Trainer:
 
     # -- steps -----------------------------------------------------------------------------------------------
 
+    @property
+    def _layout(self) -> torch.memory_format | None:
+        """Memory layout of the networks and input images (``train.channels_last``); None: the default."""
+        if not self.cfg.train.channels_last:
+            return None
+        return torch.channels_last if self.cfg.spatial_dims == 2 else torch.channels_last_3d
+
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        layout = self._layout
+        if layout is not None:  # image batches (B, C, *spatial); labels and ids keep theirs
+            rank = self.cfg.spatial_dims + 2
+            for k, v in out.items():
+                if torch.is_tensor(v) and v.is_floating_point() and v.dim() == rank:
+                    out[k] = v.contiguous(memory_format=layout)
+        return out
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimiser step on ``batch``; returns the logged scalars."""

@@ -28,6 +28,8 @@ CHECKPOINT_VERSION = 1
 #: The teacher cache is keyed by content, so moving it changes nothing.
 RESUME_MAY_DIFFER = frozenset({
     "train.device", "train.num_workers", "train.threads", "train.amp", "output_dir",
+    # Memory layout and compilation change the order of float operations only, as threads and devices do.
+    "train.channels_last", "train.compile",
     "teacher.device", "teacher.cache_dir", "teacher.batch_size",
     # Cases are left out only when a run starts; a resumed run refuses any bad case whatever it says.
     "data.on_bad_case",
