@@ -28,6 +28,9 @@ patients in list order, ``configs/acdc_mean_teacher.yaml``: 256x256, free rotati
 (the built-in demo's NIfTI slabs, written to a temporary folder by
 :func:`uncol.demo_run.build_demo_dataset`, the demo's supervised configuration: 96x112, 4 per step);
 ``synthetic`` (small NIfTI volumes from ``tests/fixtures_data.py``, for tests).
+
+Like the ``uncol`` command, the script first keeps freed memory in the process (:mod:`uncol.allocator`;
+``UNCOL_MALLOC_TUNING=0`` leaves glibc's defaults, under which page faults cost up to 20% more time).
 """
 
 from __future__ import annotations
@@ -280,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="train.num_workers values")
     p.add_argument("--json", default=None, help="also write the figures as JSON here")
     a = p.parse_args(argv)
+    from uncol.allocator import tune_malloc
+
+    tune_malloc()  # as the `uncol` command does, so the figures are those of `uncol train`
     start = time.perf_counter()
     r = measure(a.dataset, a.cases, a.steps, a.rounds, a.workers)
     print(f"torch {torch.__version__}, 1 thread, {time.perf_counter() - start:.0f} s in all\n")

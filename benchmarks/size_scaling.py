@@ -20,6 +20,9 @@ the memory a training step adds (activations, gradients, workspace). The U-Net a
 of one size alternate, ``repeats`` times, and the step-time ratio student / U-Net is the median of the
 per-repeat ratios, so machine load affects both alike. ``tracemalloc`` does not see torch's
 allocations, which is why the resident set is used.
+
+Like the ``uncol`` command, the script first keeps freed memory in the process (:mod:`uncol.allocator`;
+``UNCOL_MALLOC_TUNING=0`` leaves glibc's defaults, under which page faults cost up to 20% more time).
 """
 
 from __future__ import annotations
@@ -174,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", nargs=2, metavar=("NETWORK", "SHAPE"), default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="also write the figures as JSON here")
     a = p.parse_args(argv)
+    from uncol.allocator import tune_malloc
+
+    tune_malloc()  # as the `uncol` command does, so the figures are those of `uncol train`
     if a.child is not None:
         print(json.dumps(child(a.child[0], _shape(a.child[1]), a.batch, a.n)))
         return 0

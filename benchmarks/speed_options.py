@@ -26,6 +26,9 @@ per-pair time ratios (option / default, below 1 = faster):
   backend against eager (the compile time reported apart), then whole training steps with
   ``train.compile`` against the default, as for ``channels_last`` (the first, compiling, step apart).
   Inductor keeps compiled code in a cache on disk, so a second run compiles faster.
+
+Like the ``uncol`` command, the script first keeps freed memory in the process (:mod:`uncol.allocator`;
+``UNCOL_MALLOC_TUNING=0`` leaves glibc's defaults, under which page faults cost up to 20% more time).
 """
 
 from __future__ import annotations
@@ -243,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compiling)")
     p.add_argument("--json", default=None, help="also write the figures as JSON here")
     a = p.parse_args(argv)
+    from uncol.allocator import tune_malloc
+
+    tune_malloc()  # as the `uncol` command does, so the figures are those of `uncol train`
     start = time.perf_counter()
     r = measure(a.size, a.batch, a.n, a.profile, a.compile)
     print(f"torch {torch.__version__}, 1 thread, {time.perf_counter() - start:.0f} s in all\n")

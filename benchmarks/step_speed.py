@@ -29,6 +29,9 @@ The two steps alternate (A, B, A, B...) on one thread, so machine load slows bot
 compare across machines is the ratio within one run. ``--profile N`` then runs N more UnCoL steps under
 :mod:`torch.profiler` and prints where the time goes: UnCoL's parts (labelled with
 ``record_function``) and the top operators by self CPU time.
+
+Like the ``uncol`` command, the script first keeps freed memory in the process (:mod:`uncol.allocator`;
+``UNCOL_MALLOC_TUNING=0`` leaves glibc's defaults, under which page faults cost up to 20% more time).
 """
 
 from __future__ import annotations
@@ -360,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", type=int, nargs="+", default=None, help="backbone widths (default: the config's)")
     p.add_argument("--json", default=None, help="also write the figures as JSON here")
     a = p.parse_args(argv)
+    from uncol.allocator import tune_malloc
+
+    tune_malloc()  # as the `uncol` command does, so the figures are those of `uncol train`
     torch.set_num_threads(1)
     start = time.perf_counter()
     r = measure(a.size, a.batch, a.unlabeled_batch, a.warmup, a.n, a.teacher, a.profile, a.channels)
