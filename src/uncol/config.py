@@ -206,12 +206,12 @@ class TrainConfig:
     channels_last: bool = option(
         False,
         "Keep the networks' weights and input images in the channels-last memory layout (channels_last_3d in 3D): "
-        "on a CPU the networks' forward + backward about 10% faster, whole training steps 3-6% "
+        "on a CPU whole training steps 2-6% faster, 3D networks' forward + backward 10% "
         "(benchmarks/speed_options.py, docs/speed.md); the same results up to float rounding, not bit-identical.",
     )
     compile: bool = option(
         False,
-        "Compile the trained network with torch.compile (inductor), in place: on a CPU whole training steps about 8% "
+        "Compile the trained network with torch.compile (inductor), in place: on a CPU whole training steps 7-9% "
         "faster once compiled, after 50-80 s of compiling at the first step (and again for evaluation mode and new "
         "input shapes); pays off on long runs only (docs/speed.md). The same results up to float rounding. Needs a C++ "
         "compiler.",
