@@ -88,13 +88,16 @@ def profile_supervised(size: int, batch: int, steps: int, top: int = 12) -> list
     return [(e.key, e.self_cpu_time_total / 1000.0 / steps, e.count / steps) for e in ops]
 
 
-def channels_last(size: int, batch: int, n: int, dims: int = 2) -> dict[str, Any]:
+def channels_last(
+    size: int, batch: int, n: int, dims: int = 2, shape: tuple[int, ...] | None = None
+) -> dict[str, Any]:
     """Forward + backward, default layout against channels_last, for the U-Net and the student.
 
-    ``dims=3``: the Hippocampus networks at the 3D student's patch size, ``channels_last_3d``.
+    ``dims=3``: the Hippocampus networks at ``shape`` (``None``: the 3D student's patch size),
+    ``channels_last_3d``.
     """
     out: dict[str, Any] = {}
-    unet, student, in_ch, k = build_networks(size, dims)
+    unet, student, in_ch, k = build_networks(size, dims, shape)
     spatial = (size, size) if dims == 2 else tuple(student.vit.grid[i] * student.vit_patch for i in range(3))
     layout = torch.channels_last if dims == 2 else torch.channels_last_3d
     gen = torch.Generator().manual_seed(0)
@@ -102,7 +105,7 @@ def channels_last(size: int, batch: int, n: int, dims: int = 2) -> dict[str, Any
     y = torch.randint(0, k, (batch, *spatial), generator=gen)
     for name, net in (("unet", unet), ("student", student)):
         net.train()
-        twin = build_networks(size, dims)[0 if name == "unet" else 1]
+        twin = build_networks(size, dims, shape)[0 if name == "unet" else 1]
         twin.load_state_dict(net.state_dict())
         twin = twin.to(memory_format=layout).train()
         x_cl = x.contiguous(memory_format=layout)
@@ -222,12 +225,19 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def measure(size: int = 256, batch: int = 4, n: int = 10, profile: int = 3, compile_: bool = False) -> dict[str, Any]:
-    """All the measurements of the module docstring."""
+def measure(
+    size: int = 256,
+    batch: int = 4,
+    n: int = 10,
+    profile: int = 3,
+    compile_: bool = False,
+    shape_3d: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
+    """All the measurements of the module docstring (``shape_3d``: the 3D input; ``None``: the 3D student's)."""
     torch.set_num_threads(1)
     r: dict[str, Any] = {"size": size, "batch": batch}
     r["profile"] = profile_supervised(size, batch, profile) if profile else []
-    r["channels_last"] = channels_last(size, batch, n) | channels_last(size, max(1, batch // 2), n, dims=3)
+    r["channels_last"] = channels_last(size, batch, n) | channels_last(size, max(1, batch // 2), n, dims=3, shape=shape_3d)
     r["engine_channels_last"] = engine_option(size, max(1, batch // 2), n, {"channels_last": True})
     r["inference_mode"] = inference_mode(size, batch, n)
     if compile_:

@@ -208,7 +208,7 @@ def test_size_scaling_children_in_fresh_processes(size_scaling: ModuleType) -> N
 
 
 def test_speed_options_measure_and_report(speed_options: ModuleType) -> None:
-    r = speed_options.measure(size=32, batch=1, n=1, profile=1)
+    r = speed_options.measure(size=32, batch=1, n=1, profile=1, shape_3d=(16, 16, 16))
     for m in [*r["channels_last"].values(), *r["inference_mode"].values()]:
         _check_summary(m["default"], 1)
         _check_summary(m["option"], 1)
@@ -218,3 +218,5 @@ def test_speed_options_measure_and_report(speed_options: ModuleType) -> None:
     assert any("convolution" in op for op, _, _ in r["profile"])
     report = speed_options.format_report(r)
     assert "channels_last, student fwd+bwd" in report and "inference_mode vs no_grad, evaluation" in report
+    assert "channels_last, unet 3D 16x16x16 fwd+bwd" in report
+    assert "channels_last, whole uncol stage2 training step" in report
