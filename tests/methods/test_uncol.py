@@ -68,8 +68,9 @@ def uncol_config(tmp_path: Path, data, dims: int = 2, method: dict | None = None
             "vit_heads": 2, "vit_depth": 4, "context_dims": [8],
         },
         "augment": {"flip": True, "rotate90": dims == 2, "rotate_degrees": 0.0, "intensity": True},
+        # The paper's adapter context exercises the teacher-context paths; the default is tested on its own.
         "method": {"name": "uncol", "uncol": {"unlabeled_batch_size": 2, "consistency_weight": 0.5,
-                                              "stage1_fraction": 0.5} | (method or {})},
+                                              "stage1_fraction": 0.5, "adapter_context": "teacher"} | (method or {})},
         "teacher": {"name": "litemedsam", "layers": LAYERS, "token_grid": 8, "prompt": "box" if dims == 2 else "point",
                     "min_pixels": 2},
         "train": {
@@ -349,6 +350,18 @@ def test_foundation_teacher_has_no_opinion_where_nothing_is_prompted(tmp_path, d
     pseudo[:, 2, 4:12, 20:30] = 1.0
     p = targets.pseudo_label_probabilities([0], [view], pseudo, np.random.default_rng(0))
     assert p[0].argmax(0)[8, 25] == 2 and p[0].argmax(0)[28, 4] == 0
+
+
+def test_default_adapter_context_is_the_students_own_tokens(tmp_path, fake_litemedsam, data2d):
+    from uncol.methods.uncol.options import UnCoLOptions
+
+    default = UnCoLOptions().adapter_context
+    assert default == "self"
+    cfg = uncol_config(tmp_path, data2d, method={"adapter_context": default}, iterations=4)
+    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    trainer.fit()
+    assert not trainer.method.teacher_context  # no teacher features as keys/values, in either stage
+    assert trainer.method.use_semantic  # the teacher still reaches the student through distillation
 
 
 def test_context_dropout_trains_the_inference_path(tmp_path, fake_litemedsam, data2d):

@@ -14,7 +14,8 @@ foundation teacher, with a Gaussian-ramped weight:
 * semantic path: the last student layer -> FFN -> MSE against the teacher's prompt-fused features
   (ground-truth boxes), on tokens where a class was prompted.
 
-The knowledge adapter attends to the teacher's prompt-fused features (``method.uncol.adapter_context``).
+The knowledge adapter attends to the student's own tokens, as at inference (``method.uncol.adapter_context=self``,
+the default) or, as in the paper, to the teacher's prompt-fused features (``teacher``).
 
 The specialized teacher, an EMA of the student (momentum ``method.uncol.ema_decay``), follows the student
 through both stages (paper Sec. 3.5.2: "during both training stages"). Each stage has its own learning-rate
@@ -29,8 +30,8 @@ where at least one teacher's entropy is below a ramped threshold, ``(0.75 + 0.25
 reference code (``method.uncol.threshold_base``). Labeled and unlabeled images are mixed both ways by copy-paste
 (bidirectional, as BCP); labels and pseudo-labels are mixed with the same mask. Loss: Dice + CE on the
 labeled pixels, ``method.uncol.consistency_weight`` (0.5) x Gaussian ramp x Dice + CE on the confident
-pseudo-labelled pixels, plus the visual distillation (semantic distillation off). The adapter attends,
-token by token of the mixed image, to the foundation teacher's prompt-fused features where the pixels
+pseudo-labelled pixels, plus the visual distillation (semantic distillation off). With
+``adapter_context=teacher`` the adapter attends, token by token of the mixed image, to the foundation teacher's prompt-fused features where the pixels
 come from a labeled image and to the EMA teacher's last-layer tokens where they come from an unlabeled one
 (paper Sec. 3.5.2; ``method.uncol.stage2_labeled_context``).
 
