@@ -4,8 +4,8 @@ Two stages in one run (``method.uncol.stage1_fraction`` of ``train.iterations`` 
 
 **Stage 1, data-efficient pretraining** (labeled data only). With probability
 ``method.uncol.copy_paste_prob`` a labeled image is mixed with another labeled image of the batch by
-copy-paste (``method.uncol.copy_paste_mode``: the paper's patch mosaic, ``copy_paste_ratio`` = 60% of the
-patches, or BCP's one box; labels and teacher targets mixed identically), otherwise shown unmixed. The
+copy-paste (``method.uncol.copy_paste_mode``: BCP's one box, the default, or the paper's patch mosaic, ``copy_paste_ratio`` = 60% of the
+patches; labels and teacher targets mixed identically), otherwise shown unmixed. The
 student is trained with Dice + cross-entropy plus dual-path knowledge distillation from the frozen
 foundation teacher, with a Gaussian-ramped weight:
 
