@@ -170,6 +170,10 @@ def test_tables_mean_std_paired_intervals_and_missing_cells():
     paired_3 = [ln for ln in lines if ln.startswith("| 3 | new |")][-1]
     assert paired_3 == f"| 3 | new | {MISSING} | {MISSING} | {MISSING} |"
     assert not any(ln.startswith("| 7 | sup | +") for ln in lines)  # the reference has no paired row
+    # An entry planned on fewer seeds counts its own runs as planned.
+    text = render_tables(rows, dataset="d", cells=[(3, "new"), (7, "new")], seeds=[0, 1], reference="sup",
+                         budget_note="BUDGET", planned={(3, "new"): 1, (7, "new"): 2})
+    assert any(ln.startswith("| 3 | new | 1/1 |") for ln in text.splitlines())
 
 
 def test_tables_name_the_distance_unit_the_evaluations_report():

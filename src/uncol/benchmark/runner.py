@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -249,9 +250,10 @@ def write_report(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Ech
     rows = collect_rows(spec.name, runs, state)
     csv_path = write_csv(rows, folder / RESULTS_CSV)
     cells = list(dict.fromkeys((r.labeled, r.method) for r in sorted(runs, key=lambda r: r.labeled)))
+    planned = Counter((r.labeled, r.method) for r in runs)
     text = render_tables(
         rows, dataset=spec.name, cells=cells, seeds=spec.seeds, reference=spec.reference,
-        budget_note=budget_note(spec, state),
+        budget_note=budget_note(spec, state), planned=planned,
     )
     tables_path = atomic_write_text(folder / TABLES_MD, text)
     figure_path = plot_dice_vs_labeled(rows, [m.name for m in spec.methods], folder / FIGURE_PNG, spec.name)

@@ -7,7 +7,7 @@ finished, or without the reference run to pair with) show an em dash.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from uncol.benchmark.aggregate import RunResult, group_runs
@@ -73,8 +73,14 @@ def images_seen_line(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> 
     return "Images seen per run (range over the finished runs): " + "; ".join(parts) + "."
 
 
-def metrics_table(rows: Sequence[dict[str, Any]], cells: Sequence[Cell], seeds: Sequence[int]) -> list[str]:
-    """Lines of the table of mean ± std over seeds, one row per (labeled, method)."""
+def metrics_table(
+    rows: Sequence[dict[str, Any]],
+    cells: Sequence[Cell],
+    seeds: Sequence[int],
+    planned: Mapping[Cell, int] | None = None,
+) -> list[str]:
+    """Lines of the table of mean ± std over seeds, one row per (labeled, method); ``planned`` gives the runs
+    a cell plans when an entry runs at fewer than all ``seeds``."""
     runs = group_runs(rows)
     lines = [
         "| labeled | method | seeds | Dice (%) | Jaccard (%) | HD95 | ASD | iterations | best step | CPU min | "
@@ -86,7 +92,7 @@ def metrics_table(rows: Sequence[dict[str, Any]], cells: Sequence[Cell], seeds: 
         cpu = [r.cpu_seconds / 60 for r in mine if r.cpu_seconds is not None]
         images = f"{_fmt_count([r.images_labeled for r in mine])} + {_fmt_count([r.images_unlabeled for r in mine])}"
         lines.append(
-            f"| {format_labeled_cell(labeled)} | {method} | {len(mine)}/{len(seeds)} "
+            f"| {format_labeled_cell(labeled)} | {method} | {len(mine)}/{(planned or {}).get((labeled, method), len(seeds))} "
             f"| {_fmt_mean_std(_metric_values(mine, 'dice'), 100, 2)} "
             f"| {_fmt_mean_std(_metric_values(mine, 'jaccard'), 100, 2)} "
             f"| {_fmt_mean_std(_metric_values(mine, 'hd95'), 1, 2)} "
@@ -144,6 +150,7 @@ def render_tables(
     seeds: Sequence[int],
     reference: str | None,
     budget_note: str,
+    planned: Mapping[Cell, int] | None = None,
 ) -> str:
     """The whole ``tables.md``.
 
@@ -154,6 +161,7 @@ def render_tables(
         seeds: the grid's seeds.
         reference: the method of the paired differences, or ``None`` for no paired table.
         budget_note: the sentence stating the CPU budget (see ``uncol.benchmark.runner``).
+        planned: runs planned per cell, where fewer than ``len(seeds)`` (``methods.<entry>.seeds``).
     """
     methods = list(dict.fromkeys(m for _, m in cells))
     conventions = sorted({str(r["convention"]) for r in rows if r.get("convention")})
@@ -175,7 +183,7 @@ def render_tables(
         f"finished/planned). Dice and Jaccard in %, HD95 and ASD in {units} "
         f"({', '.join(conventions) or 'no'} convention). CPU min: CPU time of the training loop.",
         "",
-        *metrics_table(rows, cells, seeds),
+        *metrics_table(rows, cells, seeds, planned),
         "",
     ]
     if reference is None:
