@@ -5,30 +5,26 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
-import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
 
+from benchmark_scripts import benchmark_scripts
 from fixtures_data import make_hdf5_dataset
 from uncol.data.labeled_list import read_labeled_list
 from uncol.data.splits import load_splits
 from uncol.runs import RunPaths
 from uncol.suggestions.table import read_suggestions
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "active_selection.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("active_selection", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["active_selection"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("active_selection", None)
+def script() -> Iterator[ModuleType]:
+    """The benchmark script, imported as a module."""
+    with benchmark_scripts("active_selection") as (module,):
+        yield module
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

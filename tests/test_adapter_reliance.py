@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark_scripts import benchmark_scripts
 from fixtures_data import make_hdf5_dataset
 from uncol.config import config_from_dict
 from uncol.data.types import CaseData
@@ -21,7 +20,6 @@ from uncol.engine import Trainer
 from uncol.errors import UncolError
 from uncol.models import UnCoLStudent, build_network
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "adapter_reliance.py"
 MODEL = {"arch": "uncol_student2d", "channels": [4, 8, 16], "vit_patch": 4, "vit_dim": 16, "vit_heads": 2}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,13 +28,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def script() -> Iterator[ModuleType]:
     """The benchmark script, imported as a module."""
-    spec = importlib.util.spec_from_file_location("adapter_reliance", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["adapter_reliance"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("adapter_reliance", None)
+    with benchmark_scripts("adapter_reliance") as (module,):
+        yield module
 
 
 def _case(seed: int, slices: int = 2, shape: tuple[int, int] = (40, 36)) -> CaseData:

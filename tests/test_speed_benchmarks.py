@@ -9,8 +9,6 @@ on tensors with ties and on whole UnCoL stage-2 steps (losses and weights bit-id
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -19,44 +17,34 @@ from typing import Any
 import pytest
 import torch
 
+from benchmark_scripts import benchmark_scripts
 from uncol.methods.uncertainty import class_argmax
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def step_speed() -> Iterator[ModuleType]:
-    yield _load("step_speed")
-    sys.modules.pop("step_speed", None)
+    with benchmark_scripts("step_speed") as (module,):
+        yield module
 
 
 @pytest.fixture(scope="module")
 def loader_speed() -> Iterator[ModuleType]:
-    yield _load("loader_speed")
-    sys.modules.pop("loader_speed", None)
+    with benchmark_scripts("loader_speed") as (module,):
+        yield module
 
 
 @pytest.fixture(scope="module")
 def size_scaling() -> Iterator[ModuleType]:
-    yield _load("size_scaling")
-    sys.modules.pop("size_scaling", None)
+    with benchmark_scripts("size_scaling") as (module,):
+        yield module
 
 
 @pytest.fixture(scope="module")
 def speed_options() -> Iterator[ModuleType]:
-    yield _load("speed_options")
-    sys.modules.pop("speed_options", None)
+    with benchmark_scripts("speed_options") as (module,):
+        yield module
 
 
 def _check_summary(r: dict[str, Any], n: int) -> None:

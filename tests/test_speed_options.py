@@ -9,8 +9,6 @@ steps of the 2D student (with the stand-in foundation teacher) and on Mean Teach
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -19,29 +17,18 @@ from typing import Any
 import pytest
 import torch
 
+from benchmark_scripts import benchmark_scripts
 from uncol.config import Config, config_from_dict
 from uncol.engine import Trainer
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def benches() -> Iterator[tuple[ModuleType, ModuleType]]:
     """benchmarks/step_speed.py and loader_speed.py (their configurations and the stand-in teacher)."""
-    yield _load("step_speed"), _load("loader_speed")
-    sys.modules.pop("step_speed", None)
-    sys.modules.pop("loader_speed", None)
+    with benchmark_scripts("step_speed", "loader_speed") as modules:
+        yield modules
 
 
 def _steps(cfg: Config, run: Path, start: int, n: int = 2) -> tuple[list[dict[str, float]], Trainer]:

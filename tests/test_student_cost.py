@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -12,7 +10,7 @@ from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "student_cost.py"
+from benchmark_scripts import benchmark_scripts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -20,13 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def script() -> Iterator[ModuleType]:
     """The benchmark script, imported as a module."""
-    spec = importlib.util.spec_from_file_location("student_cost", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["student_cost"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("student_cost", None)
+    with benchmark_scripts("student_cost") as (module,):
+        yield module
 
 
 def _check_summary(r: dict[str, Any], n: int) -> None:
