@@ -392,3 +392,32 @@ def test_archive_keeps_finished_runs_and_calibration_beyond_the_grid_folder(tmp_
     assert any("restored 1 finished run" in ln for ln in lines)
     assert [r["status"] for r in second["runs"]] == ["finished"] == [r["status"] for r in first["runs"]]
     assert (tmp_path / "out" / "results.csv").read_text() == csv_before
+
+
+def test_methods_and_labeled_train_a_subset_and_report_every_finished_run(finished_grid, capsys):
+    grid = finished_grid["grid"]
+    run = finished_grid["runs"]["wide_l3_s1"]
+    metrics = run.run_dir / "metrics_test.json"
+    other = finished_grid["runs"]["supervised_l3_s0"].run_dir / "metrics_test.json"
+    saved = metrics.read_text(), other.read_text()
+    metrics.unlink()
+    other.unlink()  # both need an evaluation; only the selected one gets it
+    try:
+        lines: list[str] = []
+        result = run_grid(grid, show_progress=False, echo=lines.append, methods=["wide"], labeled=[3])
+        assert list(dict.fromkeys(ln.split(":")[0] for ln in lines if ln.startswith("["))) == [
+            "[1/2] wide labeled=3 seed=0", "[2/2] wide labeled=3 seed=1"
+        ]
+        assert metrics.exists() and not other.exists()
+        assert len(result["runs"]) == 6  # the report covers the whole grid
+        assert main(["benchmark", str(grid), "--dry-run", "--methods", "supervised", "--labeled", "2"]) == 0
+        plan = capsys.readouterr().out
+        assert "[1/2] supervised labeled=2 seed=0" in plan and "wide" not in plan.split("\n", 1)[1]
+        assert main(["benchmark", str(grid), "--dry-run", "--methods", "bcp"]) == 2
+        err = capsys.readouterr().err
+        assert "no method entry 'bcp'" in err and "supervised, wide" in err
+        assert main(["benchmark", str(grid), "--dry-run", "--labeled", "5"]) == 2
+        assert "labeled 5 is not in the grid (it has 2, 3)" in capsys.readouterr().err
+    finally:
+        metrics.write_text(saved[0])
+        other.write_text(saved[1])

@@ -148,12 +148,18 @@ def benchmark_grid(
     dry_run: bool = False,
     show_progress: bool = True,
     echo: Callable[[str], None] = print,
+    methods: Sequence[str] | None = None,
+    labeled: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Run a benchmark grid (methods x labeled amounts x seeds) and write its CSV, tables and figure.
 
     Finished runs are skipped and interrupted ones resumed, so the same call continues a grid that
-    was stopped; see :func:`uncol.benchmark.run_grid` and ``docs/benchmark.md``.
+    was stopped; ``methods`` / ``labeled`` train a subset first (the comparison that matters most);
+    see :func:`uncol.benchmark.run_grid` and ``docs/benchmark.md``.
     """
     from uncol.benchmark import run_grid
 
-    return run_grid(grid, out, only_report=only_report, dry_run=dry_run, show_progress=show_progress, echo=echo)
+    return run_grid(
+        grid, out, only_report=only_report, dry_run=dry_run, show_progress=show_progress, echo=echo,
+        methods=methods, labeled=labeled,
+    )

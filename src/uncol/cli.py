@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only-report", action="store_true", help="train nothing; rebuild CSV, tables and figure")
     p.add_argument("--dry-run", action="store_true", help="print the plan (each run's state and steps) only")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per run remains)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="ENTRY",
+                   help="train only these method entries this time (the report still covers every finished run)")
+    p.add_argument("--labeled", nargs="+", type=float, default=None, metavar="L",
+                   help="train only the runs at these labeled amounts this time")
 
     p = sub.add_parser("suggest", help="rank unlabeled scans (by patient) by the model's uncertainty: which to annotate next")
     p.add_argument("run", help="run folder")
@@ -454,7 +458,10 @@ def _cmd_teacher(a: argparse.Namespace) -> int:
 def _cmd_benchmark(a: argparse.Namespace) -> int:
     from uncol import api
 
-    res = api.benchmark_grid(a.grid, a.out, only_report=a.only_report, dry_run=a.dry_run, show_progress=not a.quiet)
+    res = api.benchmark_grid(
+        a.grid, a.out, only_report=a.only_report, dry_run=a.dry_run, show_progress=not a.quiet,
+        methods=a.methods, labeled=a.labeled,
+    )
     if "tables" in res:
         print(f"\n{Path(res['tables']).read_text()}")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from uncol.atomic import atomic_write_text
 from uncol.benchmark.archive import archive_output, archive_run, archive_state, restore
 from uncol.benchmark.calibration import calibrate
 from uncol.benchmark.figure import plot_dice_vs_labeled
-from uncol.benchmark.grid import GridSpec, load_grid, path_of
+from uncol.benchmark.grid import GridSpec, format_labeled, load_grid, path_of
 from uncol.benchmark.plan import (
     PlannedRun,
     RunStatus,
@@ -49,6 +49,8 @@ def run_grid(
     dry_run: bool = False,
     show_progress: bool = True,
     echo: Echo = print,
+    methods: Sequence[str] | None = None,
+    labeled: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Train every run of a grid that is not finished, then write its CSV, tables and figure.
 
@@ -59,6 +61,9 @@ def run_grid(
         dry_run: print the plan (each run's state and iterations) and write nothing.
         show_progress: draw the training progress bars.
         echo: receives one line per run and event.
+        methods: train only the runs of these method entries this time (the others stay as they are,
+            the report still covers every finished run); ``None``: all.
+        labeled: train only the runs at these labeled amounts this time; ``None``: all.
 
     Returns:
         ``{"out", "runs": [{"name", "method", "labeled", "seed", "status"}, ...]}``, plus
@@ -67,16 +72,17 @@ def run_grid(
     spec = grid if isinstance(grid, GridSpec) else load_grid(grid)
     folder = path_of(Path(out) if out is not None else spec.out)
     runs = plan_runs(spec, folder)
+    selected = select_runs(spec, runs, methods, labeled)
     archive = None if spec.archive is None else path_of(spec.archive)
     if archive is not None and not dry_run:
         restored = restore(folder, archive, runs)
         if restored:
             echo(f"restored {len(restored)} finished run(s) from the archive {archive}")
     if dry_run:
-        _print_plan(spec, folder, runs, echo)
+        _print_plan(spec, folder, selected, echo)
     elif not only_report:
         with GridLock(folder):
-            _GridRun(spec, folder, show_progress, echo, archive).train(runs)
+            _GridRun(spec, folder, show_progress, echo, archive).train(runs, selected)
     result: dict[str, Any] = {
         "out": str(folder),
         "runs": [
@@ -111,15 +117,18 @@ class _GridRun:
         self.state = GridState(folder)
         self.version = code_version()
 
-    def train(self, runs: list[PlannedRun]) -> None:
+    def train(self, runs: list[PlannedRun], selected: list[PlannedRun] | None = None) -> None:
+        """Train ``selected`` (default: all of ``runs``) in order; calibrate every pair of ``runs`` first."""
         # Every pair's step cost is measured before any training, back to back, so that all of them
-        # see the same load on a shared machine (CPU time per step grows with contention).
+        # see the same load on a shared machine (CPU time per step grows with contention): also the
+        # pairs of runs left out of this invocation.
         for run in runs:
             self.iterations(run)
         if self.archive is not None:
             archive_state(self.folder, self.archive)
-        for i, run in enumerate(runs, 1):
-            self.run_one(run, f"[{i}/{len(runs)}] {run.describe()}")
+        todo = runs if selected is None else selected
+        for i, run in enumerate(todo, 1):
+            self.run_one(run, f"[{i}/{len(todo)}] {run.describe()}")
 
     def run_one(self, run: PlannedRun, prefix: str) -> None:
         cfg = run_config(self.spec, run, self.iterations(run))
@@ -187,6 +196,32 @@ class _GridRun:
                 f"{run.run_dir}: finished with a configuration that differs from the grid's in {', '.join(diff)}; "
                 f"restore the grid file (and {STATE_NAME}), or delete the run folder to train it again"
             )
+
+
+def select_runs(
+    spec: GridSpec, runs: list[PlannedRun], methods: Sequence[str] | None, labeled: Sequence[float] | None
+) -> list[PlannedRun]:
+    """The runs of the given method entries and labeled amounts, in the grid's order.
+
+    Raises:
+        ConfigError: a method entry or labeled amount that the grid does not have, naming the grid file
+            and listing what it has.
+    """
+    names = [m.name for m in spec.methods]
+    unknown = [m for m in methods or () if m not in names]
+    if unknown:
+        raise ConfigError(f"{spec.path}: no method entry {', '.join(map(repr, unknown))}; the grid has {', '.join(names)}")
+    values = spec.labeled_values
+    missing = [v for v in labeled or () if float(v) not in values]
+    if missing:
+        have = ", ".join(format_labeled(v) for v in values)
+        raise ConfigError(
+            f"{spec.path}: labeled {', '.join(format_labeled(v) for v in missing)} is not in the grid (it has {have})"
+        )
+    return [
+        r for r in runs
+        if (methods is None or r.method in methods) and (labeled is None or r.labeled in {float(v) for v in labeled})
+    ]
 
 
 def _run_text(run_dir: Path) -> str:
