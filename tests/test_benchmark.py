@@ -421,3 +421,60 @@ def test_methods_and_labeled_train_a_subset_and_report_every_finished_run(finish
     finally:
         metrics.write_text(saved[0])
         other.write_text(saved[1])
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"branch_from": "late"}, "must be an entry written before this one"),
+        ({"branch_from": "branched"}, "cannot branch from itself"),
+        ({"branch_from": "supervised", "iterations": 2}, "methods.branched.iterations"),
+        ({"branch_from": "supervised", "labeled": [5]}, "does not run at labeled 5"),
+        ({"branch_from": "partial"}, "runs at seeds [0] only"),
+    ],
+)
+def test_invalid_branch_sources_are_named(tmp_path, config_file, entry, problem):
+    values = minimal_grid(config_file)
+    values["methods"]["partial"] = {"config": str(config_file), "iterations": 2, "seeds": [0]}
+    values["methods"]["branched"] = {"config": str(config_file), **entry}
+    values["methods"]["late"] = {"config": str(config_file), "iterations": 2}
+    with pytest.raises(ConfigError) as err:
+        load_grid(write_yaml(tmp_path / "grid.yaml", values))
+    assert "grid.yaml" in str(err.value) and problem in str(err.value)
+
+
+def test_a_branched_entry_continues_its_source_from_the_branch_point(tmp_path):
+    """An ablation of BCP's self-training shares the pretraining of the source entry's run of the same cell."""
+    import shutil
+
+    config = tiny_config(tmp_path)
+    bcp = ["method.name=bcp", "method.bcp.pretrain_fraction=0.5"]
+    grid_path = write_yaml(tmp_path / "grid.yaml", {
+        "name": "tiny", "out": str(tmp_path / "out"), "seeds": [0], "labeled": [2],
+        "methods": {
+            "bcp": {"config": str(config), "iterations": 4, "set": bcp},
+            "bcp_w1": {"config": str(config), "branch_from": "bcp", "set": [*bcp, "method.bcp.unlabeled_weight=1.0"]},
+        },
+    })
+    lines: list[str] = []
+    run_grid(grid_path, show_progress=False, echo=lines.append)
+    source, branched = tmp_path / "out" / "runs" / "bcp_l2_s0", tmp_path / "out" / "runs" / "bcp_w1_l2_s0"
+    assert any("bcp_w1 labeled=2 seed=0: started (4 steps, from bcp_l2_s0 at step 2)" in ln for ln in lines)
+    record = json.loads((branched / "branched_from.json").read_text())
+    assert record["step"] == 2 and record["changed_options"] == ["method.bcp.unlabeled_weight"]
+    src_log = (source / "log.csv").read_text().splitlines()
+    log = (branched / "log.csv").read_text().splitlines()
+    assert log[:3] == src_log[:3] and log[3:] != src_log[3:]  # shared pretraining, its own self-training
+    tables = (tmp_path / "out" / "tables.md").read_text()
+    assert "Branched entries" in tables and "bcp_w1 (from bcp)" in tables
+    expected = json.loads((branched / "metrics_test.json").read_text())["summary"]
+
+    # Without the source's branch point (e.g. restored from an archive) the run trains from step 0, same result.
+    shutil.rmtree(branched)
+    for point in (source / "checkpoints").glob("step*.pt"):
+        point.unlink()
+    lines.clear()
+    run_grid(grid_path, show_progress=False, echo=lines.append)
+    assert any("no single branch point" in ln for ln in lines) and not (branched / "branched_from.json").exists()
+    assert json.loads((branched / "metrics_test.json").read_text())["summary"] == expected
+    assert main(["benchmark", str(grid_path), "--dry-run"]) == 0

@@ -20,7 +20,7 @@ from uncol.errors import ConfigError
 # Names become folder names and CSV values: keep them to characters that are safe everywhere.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("name", "out", "archive", "seeds", "seed_keys", "labeled", "reference", "budget", "set", "methods")
-_METHOD_KEYS = ("config", "labeled", "set", "iterations", "seeds")
+_METHOD_KEYS = ("config", "labeled", "set", "iterations", "seeds", "branch_from")
 _BUDGET_KEYS = ("cpu_seconds", "calibration_steps", "validations")
 # The calibration excludes this many first steps (one-time warm-up) from the measured cost.
 CALIBRATION_WARMUP_STEPS = 2
@@ -55,6 +55,9 @@ class MethodSpec:
         overrides: ``key=value`` overrides applied after the grid's own.
         iterations: fixed ``train.iterations`` (no budget calibration), or ``None``.
         seeds: the grid seeds this entry runs at (a diagnostic entry may need fewer), or ``None`` for all.
+        branch_from: another entry whose run of the same labeled amount and seed this entry's run
+            continues from the checkpoint where its options start to matter (UnCoL's stage switch: an
+            ablation of stage 2 shares stage 1), with the other entry's step count; ``None``: from scratch.
     """
 
     name: str
@@ -63,6 +66,7 @@ class MethodSpec:
     overrides: tuple[str, ...]
     iterations: int | None
     seeds: tuple[int, ...] | None = None
+    branch_from: str | None = None
 
     def runs_at(self, labeled: float, seed: int) -> bool:
         """Whether the grid trains this entry at ``labeled`` with ``seed``."""
@@ -176,6 +180,7 @@ class _Parser:
             self._method(str(k), v, default_labeled, budget, seeds) for k, v in methods_raw.items()
         )
         self._same_labeled_kind(methods)
+        self._branch_sources(methods)
         reference = raw.get("reference", "supervised" if "supervised" in methods_raw else None)
         if reference is not None and reference not in methods_raw:
             raise self.error("reference", f"{reference!r} is not a method of this grid ({', '.join(methods_raw)})")
@@ -279,7 +284,7 @@ class _Parser:
         iterations = value.get("iterations")
         if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1):
             raise self.error(f"{key}.iterations", f"expected an integer >= 1, got {iterations!r}")
-        if iterations is None and budget is None:
+        if iterations is None and budget is None and value.get("branch_from") is None:
             raise self.error(
                 f"{key}.iterations",
                 "no iteration count: fix 'iterations' for this method or give the grid a budget (budget.cpu_seconds)",
@@ -291,7 +296,34 @@ class _Parser:
             if extra:
                 raise self.error(f"{key}.seeds", f"{extra} not among the grid's seeds {list(grid_seeds)}")
         overrides = self._overrides(value.get("set", []), f"{key}.set")
-        return MethodSpec(name, config, labeled, overrides, iterations, seeds)
+        branch_from = value.get("branch_from")
+        if branch_from is not None:
+            branch_from = self._name(branch_from, f"{key}.branch_from")
+            if iterations is not None:
+                raise self.error(f"{key}.iterations", "a branched entry trains the step count of its branch_from entry")
+        return MethodSpec(name, config, labeled, overrides, iterations, seeds, branch_from)
+
+    def _branch_sources(self, methods: tuple[MethodSpec, ...]) -> None:
+        # The source's run of the same cell must come first in the grid's order and start from scratch.
+        seen: dict[str, MethodSpec] = {}
+        for m in methods:
+            if m.branch_from is not None:
+                key = f"methods.{m.name}.branch_from"
+                src = seen.get(m.branch_from)
+                if src is None:
+                    names = [n.name for n in methods]
+                    problem = "an entry cannot branch from itself" if m.branch_from == m.name else (
+                        f"{m.branch_from!r} must be an entry written before this one ({', '.join(names)})"
+                    )
+                    raise self.error(key, problem)
+                if src.branch_from is not None:
+                    raise self.error(key, f"{src.name!r} branches itself; branch from the entry it branches from")
+                missing = sorted(set(m.labeled) - set(src.labeled))
+                if missing:
+                    raise self.error(key, f"{src.name!r} does not run at labeled {', '.join(f'{v:g}' for v in missing)}")
+                if src.seeds is not None and (m.seeds is None or not set(m.seeds) <= set(src.seeds)):
+                    raise self.error(key, f"{src.name!r} runs at seeds {list(src.seeds)} only; give this entry a subset")
+            seen[m.name] = m
 
     def _config_path(self, value: Any, key: str) -> Path:
         if not isinstance(value, str) or not value.strip():

@@ -7,6 +7,7 @@ atomically. Starting the same grid again continues where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import Counter
@@ -139,6 +140,7 @@ class _GridRun:
             return
         from uncol import api
 
+        branch = None
         if status is RunStatus.RESUME:
             self.echo(f"{prefix}: resumed from its checkpoint ({cfg.train.iterations} steps in all)")
             self.state.record_resume(run.name, self.version)
@@ -146,10 +148,15 @@ class _GridRun:
             if run.run_dir.exists():
                 # Files of a run killed before its first checkpoint: nothing to continue from.
                 shutil.rmtree(run.run_dir)
-            self.echo(f"{prefix}: started ({cfg.train.iterations} steps)")
+            branch = self.branch_point(run)
+            how = "" if branch is None else f", from {branch.parent.parent.name} at step {branch.stem[4:]}"
+            self.echo(f"{prefix}: started ({cfg.train.iterations} steps{how})")
             self.state.record_start(run.name, self.version)
         try:
-            api.train(cfg, resume=status is RunStatus.RESUME, run_dir=run.run_dir, show_progress=self.show_progress)
+            api.train(
+                cfg, resume=status is RunStatus.RESUME, run_dir=run.run_dir, show_progress=self.show_progress,
+                branch_from=branch,
+            )
         except ConfigError as e:
             raise ConfigError(
                 f"{e}. The grid file or {self.state.path} changed since this run started: restore them, "
@@ -162,9 +169,35 @@ class _GridRun:
             archive_run(run, self.archive)
             archive_state(self.folder, self.archive)
 
+    def branch_point(self, run: PlannedRun) -> Path | None:
+        """The checkpoint a ``branch_from`` entry's run starts from, or ``None`` to train from scratch.
+
+        The source run of the same cell keeps one branch point (``checkpoints/step<N>.pt``, written when it
+        passed the step where the options that may differ start to matter). When there is none (the source
+        was restored from the archive, which keeps no checkpoints, or has not reached it), the run trains
+        from scratch: on a CPU the same steps give the same weights, only at the cost of training them again.
+        """
+        source = self.spec.method(run.method).branch_from
+        if source is None:
+            return None
+        src_dir = run.run_dir.parent / f"{source}{run.name[len(run.method):]}"
+        points = sorted(RunPaths(src_dir).checkpoints.glob("step*.pt"))
+        if len(points) != 1:
+            self.echo(
+                f"{run.name}: no single branch point in {src_dir.name}/checkpoints ({len(points)} found): "
+                "trained from scratch"
+            )
+            return None
+        return points[0]
+
     def iterations(self, run: PlannedRun) -> int:
-        """The pair's fixed or calibrated iteration count, calibrating it on first use."""
+        """The pair's fixed or calibrated iteration count, calibrating it on first use.
+
+        A ``branch_from`` entry trains the step count of its source entry's run of the same labeled amount.
+        """
         method = self.spec.method(run.method)
+        if method.branch_from is not None:
+            return self.iterations(dataclasses.replace(run, method=method.branch_from))
         if method.iterations is not None:
             return method.iterations
         budget = self.spec.budget
@@ -242,7 +275,9 @@ def _print_plan(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Echo
     echo(f"grid {spec.name}: {len(runs)} runs in {folder}")
     for i, run in enumerate(runs, 1):
         method = spec.method(run.method)
-        stored = state.calibration(run.pair)
+        source = run if method.branch_from is None else dataclasses.replace(run, method=method.branch_from)
+        stored = state.calibration(source.pair)
+        method = spec.method(source.method)
         if method.iterations is not None:
             steps = f"{method.iterations} steps (fixed)"
             run_config(spec, run, method.iterations)  # surfaces config errors before any training
@@ -252,16 +287,23 @@ def _print_plan(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Echo
         else:
             steps = "steps: to calibrate"
             run_config(spec, run, 1)
+        if source is not run:
+            steps += f", branched from {source.method}"
         echo(f"[{i}/{len(runs)}] {run.describe()}: {run_status(run.run_dir).value}, {steps}")
 
 
 def budget_note(spec: GridSpec, state: GridState) -> str:
     """The sentence of ``tables.md`` that states the CPU budget each run got."""
     fixed = [f"{m.name} ({m.iterations} steps)" for m in spec.methods if m.iterations is not None]
+    branched = [f"{m.name} (from {m.branch_from})" for m in spec.methods if m.branch_from is not None]
+    branch_text = "" if not branched else (
+        " Branched entries continue their source's run of the same labeled amount and seed from its branch "
+        f"point, with its step count (equal steps, not equal CPU time): {', '.join(branched)}."
+    )
     if spec.budget is None:
         return (
             "No CPU-time budget in this grid: every method trains a fixed number of steps, "
-            f"{', '.join(fixed)}; the CPU min column shows what each run used."
+            f"{', '.join(fixed)}; the CPU min column shows what each run used." + branch_text
         )
     b = spec.budget
     pairs = [
@@ -276,7 +318,7 @@ def budget_note(spec: GridSpec, state: GridState) -> str:
     text += f": {'; '.join(pairs)}." if pairs else "."
     if fixed:
         text += f" Fixed step counts, not calibrated to the budget: {', '.join(fixed)}."
-    return text + " Validation and checkpoints come on top and are included in the CPU min column."
+    return text + branch_text + " Validation and checkpoints come on top and are included in the CPU min column."
 
 
 def write_report(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Echo) -> dict[str, Any]:
