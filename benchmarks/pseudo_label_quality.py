@@ -43,6 +43,22 @@ from uncol.models.networks import build_network
 from uncol.runs import RunPaths, load_run_config
 
 
+def checkpoint_path(run: Path, which: str) -> Path:
+    """The checkpoint ``--checkpoint`` names: ``latest``, ``switch`` (the one branch point) or a path."""
+    paths = RunPaths(run)
+    if which == "latest":
+        return paths.latest
+    if which == "switch":
+        points = sorted(paths.checkpoints.glob("step*.pt"))
+        if len(points) != 1:
+            raise SystemExit(f"{paths.checkpoints}: expected one stage-switch checkpoint step<N>.pt, found {len(points)}")
+        return points[0]
+    path = Path(which)
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such checkpoint")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
@@ -57,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="prompt the foundation teacher from the EMA pseudo-label (as training does) or from the "
                          "hidden ground truth (the teacher's own ceiling)")
     ap.add_argument("--no-gate", action="store_true", help="ignore the run's class-wise gate (teacher_reliability.json)")
+    ap.add_argument("--checkpoint", default="latest",
+                    help="weights scored: 'latest' (the run's last checkpoint), 'switch' (its checkpoint at the "
+                         "stage switch, checkpoints/step<N>.pt: the pseudo-labels stage 2 starts from), or a path")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="config overrides (e.g. teacher.cache_dir=...)")
     a = ap.parse_args(argv)
@@ -71,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     pick = rng.choice(len(samples), size=min(a.slices, len(samples)), replace=False)
     samples.samples = [samples.samples[i] for i in sorted(pick)]
 
-    state = torch.load(RunPaths(a.run).latest, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint_path(a.run, a.checkpoint), map_location="cpu", weights_only=False)
     net = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
     if a.weights == "ema":
         net.load_state_dict({k.removeprefix("module."): v for k, v in state["modules"]["ema"].items()})
