@@ -478,3 +478,44 @@ def test_a_branched_entry_continues_its_source_from_the_branch_point(tmp_path):
     assert any("no single branch point" in ln for ln in lines) and not (branched / "branched_from.json").exists()
     assert json.loads((branched / "metrics_test.json").read_text())["summary"] == expected
     assert main(["benchmark", str(grid_path), "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("entry", "budget", "problem"),
+    [
+        ({"cpu_per_step": 0}, True, "expected CPU seconds per step > 0"),
+        ({"cpu_per_step": "fast"}, True, "expected CPU seconds per step > 0"),
+        ({"cpu_per_step": 0.1}, False, "needs budget.cpu_seconds"),
+        ({"cpu_per_step": 0.1, "iterations": 3}, True, "neither iterations nor branch_from"),
+    ],
+)
+def test_invalid_step_costs_are_named(tmp_path, config_file, entry, budget, problem):
+    values = minimal_grid(config_file)
+    if budget:
+        values["budget"] = {"cpu_seconds": 1.0}
+    values["methods"]["measured"] = {"config": str(config_file), **entry}
+    with pytest.raises(ConfigError) as err:
+        load_grid(write_yaml(tmp_path / "grid.yaml", values))
+    assert "methods.measured.cpu_per_step" in str(err.value) and problem in str(err.value)
+
+
+def test_a_measured_step_cost_replaces_the_calibration(tmp_path, monkeypatch):
+    import uncol.benchmark.runner
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("an entry with cpu_per_step is not calibrated")
+
+    monkeypatch.setattr(uncol.benchmark.runner, "calibrate", no_calibration)
+    config = tiny_config(tmp_path)
+    grid_path = write_yaml(tmp_path / "grid.yaml", {
+        "name": "tiny", "out": str(tmp_path / "out"), "seeds": [0], "labeled": [2],
+        "budget": {"cpu_seconds": 1.0, "calibration_steps": 3, "validations": 1},
+        "methods": {"supervised": {"config": str(config), "cpu_per_step": 0.25}},
+    })
+    run_grid(grid_path, show_progress=False, echo=lambda _: None)
+    summary = json.loads((tmp_path / "out" / "runs" / "supervised_l2_s0" / "summary.json").read_text())
+    assert summary["iterations"] == summary["steps_done"] == 4  # floor(1.0 / 0.25)
+    state = json.loads((tmp_path / "out" / "grid_state.json").read_text())
+    assert state["calibration"] == {}
+    tables = (tmp_path / "out" / "tables.md").read_text()
+    assert "measured on finished runs and given in the grid file instead: supervised: 4 steps at 0.25 CPU s/step" in tables

@@ -20,7 +20,7 @@ from uncol.errors import ConfigError
 # Names become folder names and CSV values: keep them to characters that are safe everywhere.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("name", "out", "archive", "seeds", "seed_keys", "labeled", "reference", "budget", "set", "methods")
-_METHOD_KEYS = ("config", "labeled", "set", "iterations", "seeds", "branch_from")
+_METHOD_KEYS = ("config", "labeled", "set", "iterations", "seeds", "branch_from", "cpu_per_step")
 _BUDGET_KEYS = ("cpu_seconds", "calibration_steps", "validations")
 # The calibration excludes this many first steps (one-time warm-up) from the measured cost.
 CALIBRATION_WARMUP_STEPS = 2
@@ -58,6 +58,9 @@ class MethodSpec:
         branch_from: another entry whose run of the same labeled amount and seed this entry's run
             continues from the checkpoint where its options start to matter (UnCoL's stage switch: an
             ablation of stage 2 shares stage 1), with the other entry's step count; ``None``: from scratch.
+        cpu_per_step: a measured CPU cost per step that replaces the calibration run (for methods whose
+            step cost grows as they train, which a short calibration from scratch underestimates), or
+            ``None``.
     """
 
     name: str
@@ -67,6 +70,7 @@ class MethodSpec:
     iterations: int | None
     seeds: tuple[int, ...] | None = None
     branch_from: str | None = None
+    cpu_per_step: float | None = None
 
     def runs_at(self, labeled: float, seed: int) -> bool:
         """Whether the grid trains this entry at ``labeled`` with ``seed``."""
@@ -284,7 +288,7 @@ class _Parser:
         iterations = value.get("iterations")
         if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1):
             raise self.error(f"{key}.iterations", f"expected an integer >= 1, got {iterations!r}")
-        if iterations is None and budget is None and value.get("branch_from") is None:
+        if iterations is None and budget is None and value.get("branch_from") is None and value.get("cpu_per_step") is None:
             raise self.error(
                 f"{key}.iterations",
                 "no iteration count: fix 'iterations' for this method or give the grid a budget (budget.cpu_seconds)",
@@ -301,7 +305,17 @@ class _Parser:
             branch_from = self._name(branch_from, f"{key}.branch_from")
             if iterations is not None:
                 raise self.error(f"{key}.iterations", "a branched entry trains the step count of its branch_from entry")
-        return MethodSpec(name, config, labeled, overrides, iterations, seeds, branch_from)
+        cost = value.get("cpu_per_step")
+        if cost is not None:
+            if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost > 0:
+                raise self.error(f"{key}.cpu_per_step", f"expected CPU seconds per step > 0, got {cost!r}")
+            if budget is None or iterations is not None or branch_from is not None:
+                raise self.error(
+                    f"{key}.cpu_per_step", "sets the step count from the grid's budget: needs budget.cpu_seconds, and "
+                    "neither iterations nor branch_from in the same entry",
+                )
+            cost = float(cost)
+        return MethodSpec(name, config, labeled, overrides, iterations, seeds, branch_from, cost)
 
     def _branch_sources(self, methods: tuple[MethodSpec, ...]) -> None:
         # The source's run of the same cell must come first in the grid's order and start from scratch.

@@ -23,6 +23,7 @@ from uncol.benchmark.grid import GridSpec, format_labeled, load_grid, path_of
 from uncol.benchmark.plan import (
     PlannedRun,
     RunStatus,
+    iterations_for_budget,
     plan_runs,
     read_summary,
     run_config,
@@ -202,6 +203,8 @@ class _GridRun:
             return method.iterations
         budget = self.spec.budget
         assert budget is not None  # load_grid requires a budget for methods without iterations
+        if method.cpu_per_step is not None:
+            return iterations_for_budget(budget.cpu_seconds, method.cpu_per_step)
         stored = self.state.calibration(run.pair)
         if stored is not None:
             if stored.get("budget_cpu_seconds") != budget.cpu_seconds:
@@ -281,6 +284,10 @@ def _print_plan(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Echo
         if method.iterations is not None:
             steps = f"{method.iterations} steps (fixed)"
             run_config(spec, run, method.iterations)  # surfaces config errors before any training
+        elif method.cpu_per_step is not None and spec.budget is not None:
+            n = iterations_for_budget(spec.budget.cpu_seconds, method.cpu_per_step)
+            steps = f"{n} steps (at the grid's cpu_per_step {method.cpu_per_step:g})"
+            run_config(spec, run, n)
         elif stored is not None:
             steps = f"{stored['iterations']} steps (calibrated)"
             run_config(spec, run, int(stored["iterations"]))
@@ -316,6 +323,12 @@ def budget_note(spec: GridSpec, state: GridState) -> str:
         f"step count calibrated to it ({b.calibration_steps}-step measurement; docs/benchmark.md)"
     )
     text += f": {'; '.join(pairs)}." if pairs else "."
+    given = [
+        f"{m.name}: {iterations_for_budget(b.cpu_seconds, m.cpu_per_step)} steps at {m.cpu_per_step:.3g} CPU s/step"
+        for m in spec.methods if m.cpu_per_step is not None
+    ]
+    if given:
+        text += f" Step costs measured on finished runs and given in the grid file instead: {'; '.join(given)}."
     if fixed:
         text += f" Fixed step counts, not calibrated to the budget: {', '.join(fixed)}."
     return text + branch_text + " Validation and checkpoints come on top and are included in the CPU min column."
