@@ -313,9 +313,12 @@ def budget_note(spec: GridSpec, state: GridState) -> str:
             f"{', '.join(fixed)}; the CPU min column shows what each run used." + branch_text
         )
     b = spec.budget
+    # Only the pairs whose runs take their step count from the calibration (not a fixed or given one).
+    calibrated = {m.name for m in spec.methods if m.iterations is None and m.cpu_per_step is None and not m.branch_from}
     pairs = [
         f"{pair}: {entry['iterations']} steps at {entry['cpu_per_step']:.3g} CPU s/step"
         for pair, entry in sorted(state.data["calibration"].items())
+        if pair.rsplit("/", 1)[0] in calibrated
     ]
     text = (
         f"Every method in this grid gets the same CPU-time budget: {b.cpu_seconds:g} CPU seconds "
