@@ -55,6 +55,8 @@ def config_file(tmp_path: Path) -> Path:
         ({"budget": {"cpu_seconds": 10, "calibration_steps": 2}}, "budget.calibration_steps"),
         ({"budget": {"cpu_seconds": 10, "speed": 1}}, "budget.speed"),
         ({"reference": "mean_teacher"}, "reference"),
+        ({"compare_to": ["bcp"]}, "compare_to"),
+        ({"compare_to": "supervised"}, "compare_to"),
         ({"set": ["train.iterations=7"]}, "set"),
         ({"set": ["train.seed=3"]}, "set"),
         ({"set": ["no_equals_sign"]}, "set"),
@@ -174,6 +176,12 @@ def test_tables_mean_std_paired_intervals_and_missing_cells():
     text = render_tables(rows, dataset="d", cells=[(3, "new"), (7, "new")], seeds=[0, 1], reference="sup",
                          budget_note="BUDGET", planned={(3, "new"): 1, (7, "new"): 2})
     assert any(ln.startswith("| 3 | new | 1/1 |") for ln in text.splitlines())
+    # compare_to: a second paired table, against another method (here the reference becomes -5 points)
+    text = render_tables(rows, dataset="d", cells=[(7, "sup"), (7, "new")], seeds=[0, 1], reference="sup",
+                         budget_note="BUDGET", compare_to=["new"])
+    second = text.split("## Paired Dice difference to new")[1].splitlines()
+    assert "| 7 | sup | -5.00 [-5.00, -5.00] | -5.00 [-5.00, -5.00] | -5.00 [-5.00, -5.00], n=5 |" in second
+    assert not any(ln.startswith("| 7 | new |") for ln in second)
 
 
 def test_tables_name_the_distance_unit_the_evaluations_report():

@@ -19,7 +19,9 @@ from uncol.errors import ConfigError
 
 # Names become folder names and CSV values: keep them to characters that are safe everywhere.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TOP_KEYS = ("name", "out", "archive", "seeds", "seed_keys", "labeled", "reference", "budget", "set", "methods")
+_TOP_KEYS = (
+    "name", "out", "archive", "seeds", "seed_keys", "labeled", "reference", "compare_to", "budget", "set", "methods",
+)
 _METHOD_KEYS = ("config", "labeled", "set", "iterations", "seeds", "branch_from", "cpu_per_step")
 _BUDGET_KEYS = ("cpu_seconds", "calibration_steps", "validations")
 # The calibration excludes this many first steps (one-time warm-up) from the measured cost.
@@ -93,6 +95,8 @@ class GridSpec:
         methods: the method entries in file order.
         archive: folder keeping the finished runs' records and the grid state beyond the grid folder
             (``uncol.benchmark.archive``), or ``None``.
+        compare_to: further method entries that get a paired-difference table of their own (e.g. the
+            strongest baseline), beside the one to ``reference``.
     """
 
     path: Path
@@ -105,6 +109,7 @@ class GridSpec:
     overrides: tuple[str, ...]
     methods: tuple[MethodSpec, ...]
     archive: Path | None = None
+    compare_to: tuple[str, ...] = ()
 
     def method(self, name: str) -> MethodSpec:
         """The method entry called ``name``."""
@@ -188,10 +193,14 @@ class _Parser:
         reference = raw.get("reference", "supervised" if "supervised" in methods_raw else None)
         if reference is not None and reference not in methods_raw:
             raise self.error("reference", f"{reference!r} is not a method of this grid ({', '.join(methods_raw)})")
+        compare_to = self._str_list(raw.get("compare_to", []), "compare_to")
+        for other in compare_to:
+            if other not in methods_raw:
+                raise self.error("compare_to", f"{other!r} is not a method of this grid ({', '.join(methods_raw)})")
         spec = GridSpec(
             path=path_of(self.path), name=name, out=Path(out), seeds=seeds, seed_keys=seed_keys,
             reference=reference, budget=budget, overrides=overrides, methods=methods,
-            archive=None if archive is None else Path(archive),
+            archive=None if archive is None else Path(archive), compare_to=compare_to,
         )
         self._no_controlled_overrides(spec)
         return spec

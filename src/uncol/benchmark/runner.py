@@ -346,7 +346,7 @@ def write_report(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Ech
     planned = Counter((r.labeled, r.method) for r in runs)
     text = render_tables(
         rows, dataset=spec.name, cells=cells, seeds=spec.seeds, reference=spec.reference,
-        budget_note=budget_note(spec, state), planned=planned,
+        budget_note=budget_note(spec, state), planned=planned, compare_to=spec.compare_to,
     )
     tables_path = atomic_write_text(folder / TABLES_MD, text)
     figure_path = plot_dice_vs_labeled(rows, [m.name for m in spec.methods], folder / FIGURE_PNG, spec.name)

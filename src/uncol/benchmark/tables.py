@@ -151,6 +151,7 @@ def render_tables(
     reference: str | None,
     budget_note: str,
     planned: Mapping[Cell, int] | None = None,
+    compare_to: Sequence[str] = (),
 ) -> str:
     """The whole ``tables.md``.
 
@@ -162,6 +163,7 @@ def render_tables(
         reference: the method of the paired differences, or ``None`` for no paired table.
         budget_note: the sentence stating the CPU budget (see ``uncol.benchmark.runner``).
         planned: runs planned per cell, where fewer than ``len(seeds)`` (``methods.<entry>.seeds``).
+        compare_to: further methods with a paired-difference table of their own (grid key ``compare_to``).
     """
     methods = list(dict.fromkeys(m for _, m in cells))
     conventions = sorted({str(r["convention"]) for r in rows if r.get("convention")})
@@ -188,19 +190,20 @@ def render_tables(
     ]
     if reference is None:
         lines += ["No reference method (grid key `reference`): no paired differences.", ""]
-        return "\n".join(lines)
-    lines += [
-        f"## Paired Dice difference to {reference}",
-        "",
-        f"Test Dice of the method minus test Dice of {reference} trained on the same labeled cases with the "
-        "same seed, in Dice points, as mean [95% interval]. Per seed: the mean over test cases of the "
-        "case-level differences (case mean over classes); pooled: each case's difference averaged over "
-        f"seeds first. Intervals: percentile bootstrap over test cases ({BOOTSTRAP_RESAMPLES} resamples, "
-        "fixed seed); n = test cases. An interval that excludes 0 is a difference larger than the "
-        "spread between test cases explains, for these seeds; it does not cover the variation over "
-        "seeds (compare the per-seed columns).",
-        "",
-        *paired_table(rows, cells, seeds, reference),
-        "",
-    ]
+    for i, ref in enumerate(([reference] if reference is not None else []) + [c for c in compare_to if c != reference]):
+        lines += [f"## Paired Dice difference to {ref}", ""]
+        if i == 0:
+            lines += [
+                f"Test Dice of the method minus test Dice of {ref} trained on the same labeled cases with the "
+                "same seed, in Dice points, as mean [95% interval]. Per seed: the mean over test cases of the "
+                "case-level differences (case mean over classes); pooled: each case's difference averaged over "
+                f"seeds first. Intervals: percentile bootstrap over test cases ({BOOTSTRAP_RESAMPLES} resamples, "
+                "fixed seed); n = test cases. An interval that excludes 0 is a difference larger than the "
+                "spread between test cases explains, for these seeds; it does not cover the variation over "
+                "seeds (compare the per-seed columns).",
+                "",
+            ]
+        else:
+            lines += [f"As above, against {ref} (grid key `compare_to`).", ""]
+        lines += [*paired_table(rows, cells, seeds, ref), ""]
     return "\n".join(lines)
