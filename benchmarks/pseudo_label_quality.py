@@ -49,7 +49,7 @@ def checkpoint_path(run: Path, which: str) -> Path:
     if which == "latest":
         return paths.latest
     if which == "switch":
-        points = sorted(paths.checkpoints.glob("step*.pt"))
+        points = paths.branch_points()
         if len(points) != 1:
             raise SystemExit(f"{paths.checkpoints}: expected one stage-switch checkpoint step<N>.pt, found {len(points)}")
         return points[0]

@@ -69,6 +69,10 @@ class RunPaths:
         """Checkpoint kept at the step from which other runs may branch (see ``Trainer``'s ``branch_from``)."""
         return self.checkpoints / f"step{step}.pt"
 
+    def branch_points(self) -> list[Path]:
+        """The branch-point checkpoints the run has kept (:meth:`branch_point`), by name."""
+        return sorted(self.checkpoints.glob("step*.pt"))
+
     @property
     def branched_from(self) -> Path:
         """Record of the checkpoint a branched run started from."""

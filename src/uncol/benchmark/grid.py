@@ -74,6 +74,11 @@ class MethodSpec:
     branch_from: str | None = None
     cpu_per_step: float | None = None
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether this entry's step count comes from a calibration run of its own."""
+        return self.iterations is None and self.cpu_per_step is None and self.branch_from is None
+
     def runs_at(self, labeled: float, seed: int) -> bool:
         """Whether the grid trains this entry at ``labeled`` with ``seed``."""
         return labeled in self.labeled and (self.seeds is None or seed in self.seeds)

@@ -45,6 +45,10 @@ class PlannedRun:
         """The (method, labeled) pair that shares one calibrated iteration count."""
         return pair_key(self.method, self.labeled)
 
+    def of_entry(self, method: str) -> PlannedRun:
+        """The run of the same labeled amount and seed of another method entry."""
+        return PlannedRun(method, self.labeled, self.seed, self.run_dir.parent / run_name(method, self.labeled, self.seed))
+
     def describe(self) -> str:
         """``method labeled=L seed=S`` for progress lines."""
         return f"{self.method} labeled={format_labeled(self.labeled)} seed={self.seed}"
@@ -61,6 +65,28 @@ class RunStatus(Enum):
 def pair_key(method: str, labeled: float) -> str:
     """Key of a (method, labeled) pair in the grid state: ``supervised/7``."""
     return f"{method}/{format_labeled(labeled)}"
+
+
+def run_name(method: str, labeled: float, seed: int) -> str:
+    """A run's name and folder name: ``<entry>_l<labeled>_s<seed>``."""
+    return f"{method}_l{format_labeled(labeled)}_s{seed}"
+
+
+def step_source(grid: GridSpec, run: PlannedRun) -> PlannedRun:
+    """The run whose step count ``run`` trains: itself, or the same cell of its ``branch_from`` entry."""
+    source = grid.method(run.method).branch_from
+    return run if source is None else run.of_entry(source)
+
+
+def given_iterations(grid: GridSpec, run: PlannedRun) -> int | None:
+    """``run``'s step count when the grid file fixes it (``iterations``, or the budget at ``cpu_per_step``,
+    also through ``branch_from``); ``None`` when it comes from its pair's calibration."""
+    method = grid.method(step_source(grid, run).method)
+    if method.iterations is not None:
+        return method.iterations
+    if method.cpu_per_step is not None and grid.budget is not None:
+        return iterations_for_budget(grid.budget.cpu_seconds, method.cpu_per_step)
+    return None
 
 
 def runs_folder(out: Path) -> Path:
@@ -80,8 +106,7 @@ def plan_runs(grid: GridSpec, out: Path) -> list[PlannedRun]:
         for labeled in grid.labeled_values:
             for m in grid.methods:
                 if m.runs_at(labeled, seed):
-                    name = f"{m.name}_l{format_labeled(labeled)}_s{seed}"
-                    runs.append(PlannedRun(m.name, labeled, seed, runs_folder(out) / name))
+                    runs.append(PlannedRun(m.name, labeled, seed, runs_folder(out) / run_name(m.name, labeled, seed)))
     return runs
 
 

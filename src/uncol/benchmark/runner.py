@@ -7,7 +7,6 @@ atomically. Starting the same grid again continues where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from collections import Counter
@@ -23,11 +22,13 @@ from uncol.benchmark.grid import GridSpec, format_labeled, load_grid, path_of
 from uncol.benchmark.plan import (
     PlannedRun,
     RunStatus,
+    given_iterations,
     iterations_for_budget,
     plan_runs,
     read_summary,
     run_config,
     run_status,
+    step_source,
 )
 from uncol.benchmark.results import collect_rows, write_csv
 from uncol.benchmark.state import STATE_NAME, GridLock, GridState, code_version
@@ -178,14 +179,13 @@ class _GridRun:
         was restored from the archive, which keeps no checkpoints, or has not reached it), the run trains
         from scratch: on a CPU the same steps give the same weights, only at the cost of training them again.
         """
-        source = self.spec.method(run.method).branch_from
-        if source is None:
+        source = step_source(self.spec, run)
+        if source is run:
             return None
-        src_dir = run.run_dir.parent / f"{source}{run.name[len(run.method):]}"
-        points = sorted(RunPaths(src_dir).checkpoints.glob("step*.pt"))
+        points = RunPaths(source.run_dir).branch_points()
         if len(points) != 1:
             self.echo(
-                f"{run.name}: no single branch point in {src_dir.name}/checkpoints ({len(points)} found): "
+                f"{run.name}: no single branch point in {source.name}/checkpoints ({len(points)} found): "
                 "trained from scratch"
             )
             return None
@@ -196,15 +196,12 @@ class _GridRun:
 
         A ``branch_from`` entry trains the step count of its source entry's run of the same labeled amount.
         """
-        method = self.spec.method(run.method)
-        if method.branch_from is not None:
-            return self.iterations(dataclasses.replace(run, method=method.branch_from))
-        if method.iterations is not None:
-            return method.iterations
+        given = given_iterations(self.spec, run)
+        if given is not None:
+            return given
+        run = step_source(self.spec, run)
         budget = self.spec.budget
         assert budget is not None  # load_grid requires a budget for methods without iterations
-        if method.cpu_per_step is not None:
-            return iterations_for_budget(budget.cpu_seconds, method.cpu_per_step)
         stored = self.state.calibration(run.pair)
         if stored is not None:
             if stored.get("budget_cpu_seconds") != budget.cpu_seconds:
@@ -254,10 +251,8 @@ def select_runs(
         raise ConfigError(
             f"{spec.path}: labeled {', '.join(format_labeled(v) for v in missing)} is not in the grid (it has {have})"
         )
-    return [
-        r for r in runs
-        if (methods is None or r.method in methods) and (labeled is None or r.labeled in {float(v) for v in labeled})
-    ]
+    amounts = None if labeled is None else {float(v) for v in labeled}
+    return [r for r in runs if (methods is None or r.method in methods) and (amounts is None or r.labeled in amounts)]
 
 
 def _run_text(run_dir: Path) -> str:
@@ -277,23 +272,19 @@ def _print_plan(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Echo
     state = GridState(folder)
     echo(f"grid {spec.name}: {len(runs)} runs in {folder}")
     for i, run in enumerate(runs, 1):
-        method = spec.method(run.method)
-        source = run if method.branch_from is None else dataclasses.replace(run, method=method.branch_from)
-        stored = state.calibration(source.pair)
+        source = step_source(spec, run)
         method = spec.method(source.method)
-        if method.iterations is not None:
-            steps = f"{method.iterations} steps (fixed)"
-            run_config(spec, run, method.iterations)  # surfaces config errors before any training
-        elif method.cpu_per_step is not None and spec.budget is not None:
-            n = iterations_for_budget(spec.budget.cpu_seconds, method.cpu_per_step)
-            steps = f"{n} steps (at the grid's cpu_per_step {method.cpu_per_step:g})"
-            run_config(spec, run, n)
+        given = given_iterations(spec, run)
+        stored = state.calibration(source.pair)
+        if given is not None:
+            how = "fixed" if method.iterations is not None else f"at the grid's cpu_per_step {method.cpu_per_step:g}"
+            steps = f"{given} steps ({how})"
         elif stored is not None:
             steps = f"{stored['iterations']} steps (calibrated)"
-            run_config(spec, run, int(stored["iterations"]))
         else:
             steps = "steps: to calibrate"
-            run_config(spec, run, 1)
+        # Surfaces config errors before any training.
+        run_config(spec, run, given or (int(stored["iterations"]) if stored is not None else 1))
         if source is not run:
             steps += f", branched from {source.method}"
         echo(f"[{i}/{len(runs)}] {run.describe()}: {run_status(run.run_dir).value}, {steps}")
@@ -314,7 +305,7 @@ def budget_note(spec: GridSpec, state: GridState) -> str:
         )
     b = spec.budget
     # Only the pairs whose runs take their step count from the calibration (not a fixed or given one).
-    calibrated = {m.name for m in spec.methods if m.iterations is None and m.cpu_per_step is None and not m.branch_from}
+    calibrated = {m.name for m in spec.methods if m.calibrated}
     pairs = [
         f"{pair}: {entry['iterations']} steps at {entry['cpu_per_step']:.3g} CPU s/step"
         for pair, entry in sorted(state.data["calibration"].items())
