@@ -17,7 +17,7 @@ from uncol.benchmark.plan import RunStatus, plan_runs, run_config, run_status
 from uncol.benchmark.stats import bootstrap_mean, paired_differences, pool_seeds
 from uncol.benchmark.tables import MISSING, render_tables
 from uncol.cli import main
-from uncol.errors import ConfigError, UncolError
+from uncol.errors import ConfigError
 
 # ----------------------------------------------------------------------------------------------------------
 # The grid file
@@ -323,12 +323,48 @@ def test_run_killed_during_evaluation_is_evaluated_without_training_again(finish
     assert json.loads(metrics.read_text())["summary"] == expected
 
 
-def test_a_grid_folder_is_trained_by_one_process_at_a_time(finished_grid):
-    from uncol.benchmark.state import GridLock
+def test_a_run_another_process_trains_is_left_to_it(finished_grid):
+    from uncol.benchmark.state import RunClaim
 
-    with GridLock(finished_grid["spec"].out), pytest.raises(UncolError, match="another 'uncol benchmark'"):
-        run_grid(finished_grid["grid"], show_progress=False, echo=lambda line: None)
-    run_grid(finished_grid["grid"], only_report=True, echo=lambda line: None)  # reports need no lock
+    run = finished_grid["runs"]["supervised_l2_s0"]
+    metrics = run.run_dir / "metrics_test.json"
+    saved = metrics.read_bytes()
+    metrics.unlink()  # left unevaluated: the next invocation would evaluate it
+    lines: list[str] = []
+    with RunClaim(finished_grid["spec"].out, run.name) as other:
+        assert other.try_claim()
+        run_grid(finished_grid["grid"], show_progress=False, echo=lines.append)
+    assert any("supervised labeled=2 seed=0: left to the other" in ln for ln in lines)
+    assert sum("skipped (finished" in ln for ln in lines) == 5  # the other runs went on
+    assert not metrics.exists()
+    metrics.write_bytes(saved)
+    assert run_status(run.run_dir) is RunStatus.FINISHED
+    run_grid(finished_grid["grid"], only_report=True, echo=lambda line: None)  # reports need no claim
+
+
+def test_state_changes_of_two_processes_are_merged_and_wait_for_the_lock(tmp_path):
+    import threading
+
+    from uncol.benchmark.state import CodeVersion, GridLock, GridState
+
+    first, second = GridState(tmp_path), GridState(tmp_path)  # both read the folder before either wrote
+    version = CodeVersion("abc1234", False)
+    first.record_start("a", version)
+    second.record_start("b", version)
+    second.set_calibration("m/3", {"iterations": 5})
+    first.record_resume("a", version)
+    on_disk = GridState(tmp_path)
+    assert set(on_disk.data["runs"]) == {"a", "b"} and on_disk.calibration("m/3") == {"iterations": 5}
+    assert len(on_disk.run("a")["resumed"]) == 1
+
+    writer = threading.Thread(target=second.record_start, args=("c", version))
+    with GridLock(tmp_path):
+        writer.start()
+        writer.join(timeout=0.5)
+        assert writer.is_alive()  # waits while another process holds the grid lock
+        assert GridState(tmp_path).run("c") is None
+    writer.join(timeout=10)
+    assert GridState(tmp_path).run("c") is not None
 
 
 def test_second_invocation_skips_every_run(finished_grid, monkeypatch):
@@ -527,3 +563,28 @@ def test_a_measured_step_cost_replaces_the_calibration(tmp_path, monkeypatch):
     assert state["calibration"] == {}
     tables = (tmp_path / "out" / "tables.md").read_text()
     assert "measured on finished runs and given in the grid file instead: supervised: 4 steps at 0.25 CPU s/step" in tables
+
+
+def test_two_processes_train_one_grid_without_repeating_a_run(tmp_path):
+    """Two real `uncol benchmark` processes on one grid folder: every run trained exactly once."""
+    import os
+    import subprocess
+    import sys
+
+    config = tiny_config(tmp_path)
+    grid = write_yaml(tmp_path / "grid.yaml", {
+        "name": "pair", "out": str(tmp_path / "grid_out"), "seeds": [0, 1], "labeled": [2, 3],
+        "reference": "supervised", "methods": {"supervised": {"config": str(config), "iterations": 3}},
+    })
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "uncol.cli", "benchmark", str(grid), "--quiet"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    lines = "\n".join(outputs).splitlines()
+    assert sum(": started (" in ln for ln in lines) == 4, outputs
+    assert sum(": resumed" in ln for ln in lines) == 0, outputs
+    spec = load_grid(grid)
+    assert all(run_status(r.run_dir) is RunStatus.FINISHED for r in plan_runs(spec, spec.out))
+    state = json.loads((spec.out / "grid_state.json").read_text())
+    assert sorted(state["runs"]) == sorted(r.name for r in plan_runs(spec, spec.out))

@@ -18,7 +18,7 @@ from uncol.atomic import atomic_write_text
 from uncol.benchmark.archive import archive_output, archive_run, archive_state, restore
 from uncol.benchmark.calibration import calibrate
 from uncol.benchmark.figure import plot_dice_vs_labeled
-from uncol.benchmark.grid import GridSpec, format_labeled, load_grid, path_of
+from uncol.benchmark.grid import BudgetSpec, GridSpec, format_labeled, load_grid, path_of
 from uncol.benchmark.plan import (
     PlannedRun,
     RunStatus,
@@ -31,7 +31,7 @@ from uncol.benchmark.plan import (
     step_source,
 )
 from uncol.benchmark.results import collect_rows, write_csv
-from uncol.benchmark.state import STATE_NAME, GridLock, GridState, code_version
+from uncol.benchmark.state import STATE_NAME, GridState, RunClaim, code_version
 from uncol.benchmark.tables import render_tables
 from uncol.config import Config
 from uncol.errors import ConfigError, UncolError
@@ -84,8 +84,7 @@ def run_grid(
     if dry_run:
         _print_plan(spec, folder, selected, echo)
     elif not only_report:
-        with GridLock(folder):
-            _GridRun(spec, folder, show_progress, echo, archive).train(runs, selected)
+        _GridRun(spec, folder, show_progress, echo, archive).train(runs, selected)
     result: dict[str, Any] = {
         "out": str(folder),
         "runs": [
@@ -135,6 +134,14 @@ class _GridRun:
 
     def run_one(self, run: PlannedRun, prefix: str) -> None:
         cfg = run_config(self.spec, run, self.iterations(run))
+        with RunClaim(self.folder, run.name) as claim:
+            if not claim.try_claim():
+                self.echo(f"{prefix}: left to the other 'uncol benchmark' process that is training it")
+                return
+            self._run_claimed(run, cfg, prefix)
+
+    def _run_claimed(self, run: PlannedRun, cfg: Config, prefix: str) -> None:
+        # The status is read after the claim: another process may have finished the run meanwhile.
         status = run_status(run.run_dir)
         if status is RunStatus.FINISHED:
             self._check_finished_config(run, cfg)
@@ -203,14 +210,21 @@ class _GridRun:
         budget = self.spec.budget
         assert budget is not None  # load_grid requires a budget for methods without iterations
         stored = self.state.calibration(run.pair)
-        if stored is not None:
-            if stored.get("budget_cpu_seconds") != budget.cpu_seconds:
-                raise UncolError(
-                    f"{self.state.path}: calibration.{run.pair} fits a budget of {stored.get('budget_cpu_seconds')} "
-                    f"CPU seconds, the grid now gives {budget.cpu_seconds}: restore budget.cpu_seconds, or use "
-                    "another grid folder (--out) for the new budget"
-                )
-            return int(stored["iterations"])
+        if stored is None:
+            # Under the grid lock: a second process waits for this calibration instead of repeating it.
+            with self.state.locked():
+                stored = self.state.calibration(run.pair)
+                if stored is None:
+                    return self._calibrate(run, budget)
+        if stored.get("budget_cpu_seconds") != budget.cpu_seconds:
+            raise UncolError(
+                f"{self.state.path}: calibration.{run.pair} fits a budget of {stored.get('budget_cpu_seconds')} "
+                f"CPU seconds, the grid now gives {budget.cpu_seconds}: restore budget.cpu_seconds, or use "
+                "another grid folder (--out) for the new budget"
+            )
+        return int(stored["iterations"])
+
+    def _calibrate(self, run: PlannedRun, budget: BudgetSpec) -> int:
         self.echo(f"calibrating {run.pair}: {budget.calibration_steps} steps")
         probe = run_config(self.spec, run, budget.calibration_steps + 1)
         work = self.folder / "calibration" / run.name
