@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default="latest",
                     help="weights scored: 'latest' (the run's last checkpoint), 'switch' (its checkpoint at the "
                          "stage switch, checkpoints/step<N>.pt: the pseudo-labels stage 2 starts from), or a path")
+    ap.add_argument("--prompt-checkpoint", default=None,
+                    help="prompt the foundation teacher from the EMA pseudo-labels of this checkpoint (latest, switch or "
+                         "a path) instead of --checkpoint's: what method.uncol.foundation_refresh does when a window's "
+                         "prompting teacher is older than the EMA teacher fused with it ('--checkpoint latest "
+                         "--prompt-checkpoint switch': a window over the whole stage 2, at its end)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="config overrides (e.g. teacher.cache_dir=...)")
     a = ap.parse_args(argv)
@@ -90,13 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     pick = rng.choice(len(samples), size=min(a.slices, len(samples)), replace=False)
     samples.samples = [samples.samples[i] for i in sorted(pick)]
 
-    state = torch.load(checkpoint_path(a.run, a.checkpoint), map_location="cpu", weights_only=False)
-    net = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
-    if a.weights == "ema":
-        net.load_state_dict({k.removeprefix("module."): v for k, v in state["modules"]["ema"].items()})
-    else:
-        net.load_state_dict(state["modules"]["network"])
-    net.eval()
+    def load_net(which: str) -> tuple[torch.nn.Module, dict]:
+        state = torch.load(checkpoint_path(a.run, which), map_location="cpu", weights_only=False)
+        net = build_network(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.train.patch_size)
+        if a.weights == "ema":
+            net.load_state_dict({k.removeprefix("module."): v for k, v in state["modules"]["ema"].items()})
+        else:
+            net.load_state_dict(state["modules"]["network"])
+        return net.eval(), state
+
+    net, state = load_net(a.checkpoint)
+    prompt_net, prompt_state = (net, state) if a.prompt_checkpoint is None else load_net(a.prompt_checkpoint)
     teacher = teachers.build_teacher(cfg.teacher)
     cache = teachers.open_cache(cfg, teacher)
     grid = tuple(p // net.vit_patch for p in cfg.train.patch_size)
@@ -123,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             p_s = torch.softmax(net(x), dim=1)
         source = p_s
+        if prompt_net is not net:
+            with torch.no_grad():
+                source = torch.softmax(prompt_net(x), dim=1)
         if a.prompt == "gt":
             source = torch.nn.functional.one_hot(torch.from_numpy(s.label), k).permute(2, 0, 1)[None].float()
         p_g = targets.pseudo_label_probabilities([i], [no_view], source, np.random.default_rng([a.seed, i]))
@@ -151,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     names = cfg.data.class_names[1:] if cfg.data.class_names else [str(c) for c in range(1, k)]
     print(f"run {a.run} ({a.weights} weights, step {state['step']}), {len(samples)} unlabeled slices, "
-          f"threshold {frac:.2f} x {base} = {thr:.3f} nats, foundation teacher prompted from {a.prompt}, overlap rule {cfg.teacher.overlap}, "
+          f"threshold {frac:.2f} x {base} = {thr:.3f} nats, foundation teacher prompted from {a.prompt}"
+          f"{'' if prompt_net is net else ' of the EMA at step ' + str(prompt_state['step'])}, overlap rule {cfg.teacher.overlap}, "
           f"class gate {'off' if voting is None else report['voting_classes']}")
     print("| pseudo-label | " + " | ".join(f"{n} Dice %" for n in names) + " | mean Dice % |")
     print("|---|" + "---|" * (len(names) + 1))

@@ -543,6 +543,7 @@ class Trainer:
             "step": self.step,
             "method": self.method.name,
             "modules": self.method.state_dict(),
+            "method_state": self.method.extra_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -586,6 +587,7 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self._check_modules(state)
         self.method.load_state_dict(state["modules"])
+        self.method.load_extra_state(state.get("method_state") or {})
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

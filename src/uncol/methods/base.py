@@ -178,3 +178,12 @@ class TrainingMethod:
         """Inverse of :meth:`state_dict`."""
         for name, m in self.modules().items():
             m.load_state_dict(state[name])
+
+    def extra_state(self) -> dict[str, Any]:
+        """State beyond the modules' weights that a resumed run needs to continue exactly (tensors and plain
+        data only: checkpoints load with ``weights_only=True``); empty by default."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state` (``{}`` for checkpoints written without it); called after
+        :meth:`setup_data`."""

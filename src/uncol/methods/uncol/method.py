@@ -66,6 +66,7 @@ from uncol.methods.ramps import gaussian_rampup
 from uncol.methods.registry import register_method
 from uncol.methods.uncertainty import class_argmax, entropy
 from uncol.methods.uncol.distillation import Projection, token_mask, tokens_of
+from uncol.methods.uncol.foundation_memo import FoundationLabelMemo
 from uncol.methods.uncol.options import UnCoLOptions
 from uncol.methods.uncol.pseudo_labels import fuse_pseudo_labels, gate_classes
 from uncol.models.student import UnCoLStudent
@@ -76,7 +77,7 @@ STAGE2_OPTIONS = frozenset(
     for k in (
         "pseudo_labels", "threshold_start", "threshold_end", "threshold_base", "consistency_weight",
         "consistency_rampup", "stage2_visual", "teacher_min_dice", "stage2_labeled_batch", "stage2_box_jitter",
-        "stage2_labeled_context",
+        "stage2_labeled_context", "foundation_refresh",
     )
 )
 
@@ -115,6 +116,9 @@ class UnCoLMethod(TrainingMethod):
         self.teacher: Any = None
         self.targets_l: Any = None
         self.targets_u: Any = None
+        # Stage-2 foundation decodes reused within windows (method.uncol.foundation_refresh), set up with the data.
+        self.memo: FoundationLabelMemo | None = None
+        self._pending_memo_state: dict[str, Any] | None = None
         # Classes on which the foundation teacher may vote (method.uncol.teacher_min_dice); None: all.
         self.general_classes: torch.Tensor | None = None
         if self.has_teacher and (self.use_visual or self.need_semantic or self.use_general_pl):
@@ -146,7 +150,7 @@ class UnCoLMethod(TrainingMethod):
         if not 0.0 < m.ema_decay < 1.0:
             raise ConfigError(f"method.uncol.ema_decay: must be in (0, 1), got {m.ema_decay}")
         for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio", "self_context_prob",
-                  "teacher_min_dice", "copy_paste_prob"):
+                  "teacher_min_dice", "copy_paste_prob", "foundation_refresh"):
             if not 0.0 <= getattr(m, k) <= 1.0:
                 raise ConfigError(f"method.uncol.{k}: must be in [0, 1], got {getattr(m, k)}")
         for k in ("consistency_weight", "distill_weight", "copy_paste_patch", "stage2_labeled_batch",
@@ -232,6 +236,14 @@ class UnCoLMethod(TrainingMethod):
                 )
         if self.m.teacher_min_dice > 0 and self.use_general_pl and self.targets_u is not None:
             self._measure_reliability(run_dir)
+        if self.m.foundation_refresh > 0 and self.use_general_pl and self.targets_u is not None:
+            stage2 = self.cfg.train.iterations - self.stage1_steps
+            self.memo = FoundationLabelMemo(
+                self.targets_u, self.stage1_steps, max(1, round(self.m.foundation_refresh * stage2)), self.cfg.train.seed
+            )
+            if self._pending_memo_state is not None:
+                self.memo.load_state(self._pending_memo_state, self.ema.module)
+                self._pending_memo_state = None
         dim = self.network.vit_dim
         channels = self.targets_l.visual_channels
         if self.use_visual:
@@ -270,6 +282,16 @@ class UnCoLMethod(TrainingMethod):
 
     def modules(self) -> dict[str, nn.Module]:
         return {"network": self.network, "ema": self.ema, "projections": self.projections}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self.memo is None else {"foundation_memo": self.memo.state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        memo_state = state.get("foundation_memo", {})
+        if self.memo is not None:
+            self.memo.load_state(memo_state, self.ema.module)
+        else:  # the data (and so the memo) is set up after a checkpoint is read
+            self._pending_memo_state = memo_state
 
     def deferred_options(self) -> tuple[int, frozenset[str]]:
         # Stage 1 reads none of these (the EMA teacher follows the student from the first step, but only
@@ -433,8 +455,14 @@ class UnCoLMethod(TrainingMethod):
         p_s = torch.softmax(out.logits, dim=1)
         p_g = None
         if self.use_general_pl and self.targets_u is not None:
-            rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 13])
-            p_g = self.targets_u.pseudo_label_probabilities(batch["unlabeled_ids"], batch["unlabeled_geometry"], p_s, rng)
+            if self.memo is not None:
+                p_g, fresh = self.memo.probabilities(
+                    batch["unlabeled_ids"], batch["unlabeled_geometry"], self.ema.module, ctx.step, p_s.device
+                )
+            else:
+                rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 13])
+                p_g = self.targets_u.pseudo_label_probabilities(batch["unlabeled_ids"], batch["unlabeled_geometry"], p_s, rng)
+                fresh = len(batch["unlabeled_ids"])
             if self.general_classes is not None:
                 # No vote where either teacher names a class the foundation teacher fails on the labeled data.
                 p_g = gate_classes(p_g, p_s, self.general_classes)
@@ -446,6 +474,8 @@ class UnCoLMethod(TrainingMethod):
             stats["confident_general"] = stats["frac_general"] + stats["frac_both"]
             stats["confident_specialized"] = stats["frac_special"] + stats["frac_both"]
             stats["confident_fused"] = 1.0 - stats["frac_none"]
+            # Share of the unlabeled images whose foundation pseudo-label was decoded at this step (1 without memo).
+            stats["foundation_decoded"] = fresh / max(1, len(batch["unlabeled_ids"]))
         else:
             conf = float((entropy(p_s) < threshold).float().mean())
             stats = {"frac_specialized_confident": conf, "confident_specialized": conf}

@@ -124,3 +124,12 @@ class UnCoLOptions:
         "Stage 2: box prompts drawn from pseudo-labels get a random outward shift per side of up to "
         "teacher.box_jitter_px (the paper's 20 px at 1024 px), drawn anew each step; False: tight boxes.",
     )
+    foundation_refresh: float = option(
+        0.0,
+        "Stage 2: 0 prompts and decodes the foundation teacher for every drawn unlabeled image at every step "
+        "(the paper). r in (0, 1]: stage 2 is cut into windows of r x its steps; the first time an image is "
+        "drawn in a window, the EMA teacher as it was at the window's start prompts the foundation teacher on "
+        "the un-augmented image, and that decode serves every later draw of the image in the window (mapped "
+        "onto each view). One decode per image and window instead of one per draw: the mask decoder is most of "
+        "a stage-2 step on a CPU (docs/methods.md).",
+    )

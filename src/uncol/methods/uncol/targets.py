@@ -290,32 +290,48 @@ class TeacherTargets:
             does not see (``teacher.slice_stride``).
         """
         out = []
-        uniform = 1.0 / self.num_classes
         for i, view, p in zip(ids, views, pseudo.detach().float().cpu(), strict=True):
             # Back to the cached, un-augmented sample; where a free rotation brings in nothing, no opinion.
-            probs = apply_view(p, view, inverse=True, fill=uniform).numpy()
-            sample = self.samples[i]
-            axis = self.axes[i]
-            if probs.ndim == 3:
-                picked, sources = [0], [probs]
-            else:
-                picked = teacher_slice_indices(probs.shape[axis + 1], self.stride)
-                sources = [np.take(probs, s, axis=axis + 1) for s in picked]
-            found = self._decode_prompted(sample_slices(sample, axis, self.stride), sources, rng)
-            # Where nothing was prompted, or on a slice the teacher does not see (teacher.slice_stride), the
-            # teacher has no opinion. Uniform probabilities (maximal entropy) keep it from ever being
-            # "confident"; all-background would be confident and would teach the student to miss whatever
-            # the pseudo-label missed.
-            result = np.full(probs.shape, 1.0 / self.num_classes, np.float32)
-            for j, cp in found.items():
-                if probs.ndim == 3:
-                    result = cp
-                else:
-                    index: list[slice | int] = [slice(None)] * 4
-                    index[axis + 1] = picked[j]
-                    result[tuple(index)] = cp
-            out.append(apply_view(torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32)), view, fill=uniform))
+            probs = apply_view(p, view, inverse=True, fill=1.0 / self.num_classes).numpy()
+            out.append(self.view_probabilities(i, self.decode_sample(i, probs, rng), view))
         return torch.stack(out).to(pseudo.device)
+
+    def decode_sample(self, i: int, probs: np.ndarray, rng: np.random.Generator) -> dict[int, np.ndarray]:
+        """Prompt the teacher on sample ``i`` from class probabilities ``probs`` ``(K, *spatial)`` of the
+        un-augmented sample and decode.
+
+        Returns:
+            Teacher slice index (:func:`teacher_slice_indices`; 0 for a 2D sample) -> the teacher's class
+            probabilities ``(K, H, W)`` on that slice, for the slices that got a prompt.
+        """
+        axis = self.axes[i]
+        if probs.ndim == 3:
+            sources = [probs]
+        else:
+            sources = [np.take(probs, s, axis=axis + 1) for s in teacher_slice_indices(probs.shape[axis + 1], self.stride)]
+        return self._decode_prompted(sample_slices(self.samples[i], axis, self.stride), sources, rng)
+
+    def view_probabilities(self, i: int, decoded: dict[int, np.ndarray], view: Geometry) -> torch.Tensor:
+        """Sample ``i``'s decoded slices (:meth:`decode_sample`) as probabilities ``(K, *spatial)`` on a view.
+
+        Where nothing was prompted, or on a slice the teacher does not see (teacher.slice_stride), the
+        teacher has no opinion: uniform probabilities (maximal entropy) keep it from ever being
+        "confident"; all-background would be confident and would teach the student to miss whatever the
+        pseudo-label missed.
+        """
+        uniform = 1.0 / self.num_classes
+        spatial = tuple(self.samples[i].image.shape[1:])
+        result = np.full((self.num_classes, *spatial), uniform, np.float32)
+        axis = self.axes[i]
+        picked = [0] if len(spatial) == 2 else teacher_slice_indices(spatial[axis], self.stride)
+        for j, cp in decoded.items():
+            if len(spatial) == 2:
+                result[:] = cp
+            else:
+                index: list[slice | int] = [slice(None)] * 4
+                index[axis + 1] = picked[j]
+                result[tuple(index)] = cp
+        return apply_view(torch.from_numpy(result), view, fill=uniform)
 
     def box_prompts(self, probs: np.ndarray, rng: np.random.Generator) -> Prompts:
         """Tight boxes, one per class present in the argmax of ``probs`` ``(K, H, W)`` of one slice
