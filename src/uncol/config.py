@@ -194,6 +194,13 @@ class TrainConfig:
     batch_size: int = option(8, "Labeled samples per batch.")
     patch_size: list[int] = option([256, 256], "Network input size: 2D slices are resized to it; 3D patches are cropped to it.")
     resize_2d: bool = option(True, "2D: resize slices to patch_size (True) or random-crop/pad to it (False).")
+    pad_to: list[int] = option(
+        [],
+        "3D: pad every training volume to at least this size before patch_size patches are cropped from it "
+        "([] = patch_size). UnCoL computes its teacher targets on these padded volumes, so with pad_to holding every "
+        "volume it trains on patch_size crops of them (crop origins at multiples of model.vit_patch) instead of on "
+        "whole volumes.",
+    )
     lr: float = option(0.01, "Initial learning rate.")
     optimizer: Literal["sgd", "adamw"] = option("sgd", "Optimiser (SGD with momentum 0.9, or AdamW).")
     weight_decay: float = option(1e-4, "Weight decay.")
@@ -566,6 +573,11 @@ def validate(cfg: Config) -> None:
             f"train.patch_size: {t.patch_size} must be divisible by {factor} "
             f"(2^(levels-1) for model.channels of length {len(cfg.model.channels)})"
         )
+    if t.pad_to:
+        if nd != 3:
+            raise ConfigError(f"train.pad_to: only for 3D networks (2D slices are resized to train.patch_size), got {t.pad_to}")
+        if len(t.pad_to) != nd or any(p < q for p, q in zip(t.pad_to, t.patch_size, strict=True)):
+            raise ConfigError(f"train.pad_to: {nd} sizes, each >= train.patch_size {t.patch_size}, got {t.pad_to}")
     for k in ("iterations", "batch_size"):
         if getattr(t, k) < 1:
             raise ConfigError(f"train.{k}: must be >= 1")

@@ -475,7 +475,7 @@ class Trainer:
                                       cfg.augment.intensity, cfg.augment.noise_std)) else None
         self.batches = StepBatches(
             labeled, cfg.train.batch_size, cfg.train.seed, augment, unlabeled, needs.unlabeled_batch_size, needs.views,
-            self.ranks.rank, self.ranks.world_size,
+            self.ranks.rank, self.ranks.world_size, needs.crop_multiple,
         )
         if not self.ranks.is_writer:
             barrier()  # rank 0 prepares first (e.g. fills the teacher cache), the others then read what it wrote

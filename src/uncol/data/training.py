@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from uncol.data.transforms import (
     resize_label,
     sample_augment,
     sample_crop_start,
+    snap_crop_start,
 )
 from uncol.data.types import Case, CaseData
 from uncol.errors import ConfigError, DataError, UncolError
@@ -120,6 +122,8 @@ class SampleSet:
         self.cfg = cfg
         self.spatial_dims = cfg.spatial_dims
         self.patch_size = tuple(cfg.train.patch_size)
+        # 3D volumes are padded to train.pad_to (default: the patch size) and patches cropped from them.
+        self.pad_size = tuple(cfg.train.pad_to) or self.patch_size
         self.samples: list[Sample] = []
         for i, case in enumerate(cases):
             try:
@@ -142,7 +146,7 @@ class SampleSet:
                     lab = None if lab is None else resize_label(lab, self.patch_size)
                 self.samples.append(Sample(sid, img, None if lab is None else lab.astype(np.int64)))
         else:
-            img, lab, _ = pad_to_size(data.image, data.label, self.patch_size)
+            img, lab, _ = pad_to_size(data.image, data.label, self.pad_size)
             self.samples.append(
                 Sample(data.case_id, img, None if lab is None else lab.astype(np.int64), data.slice_axis)
             )
@@ -151,29 +155,42 @@ class SampleSet:
         return len(self.samples)
 
     def draw(
-        self, rng: np.random.Generator, augment: AugmentConfig | None, index: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None, int, tuple[tuple[bool, ...], int, float]]:
+        self, rng: np.random.Generator, augment: AugmentConfig | None, index: int | None = None, crop_multiple: int = 1
+    ) -> tuple[np.ndarray, np.ndarray | None, int, tuple[Any, ...]]:
         """Draw one item with ``rng``: pick a sample (or take sample ``index``), crop to the patch size, augment.
+
+        Args:
+            rng: the stream's generator.
+            augment: augmentation options (``None``: none).
+            index: the sample to take (``None``: drawn).
+            crop_multiple: crop origins are multiples of it (a method's ``DataNeeds.crop_multiple``).
 
         Returns:
             ``(image, label, index, geometry)``: image ``(C, *patch)``, label ``patch`` or None, sample
             index, and the augmentation's ``(flips, rot90, angle)`` (what a method needs to map features
             computed on the un-augmented sample, e.g. cached teacher features, onto the drawn view;
-            ``angle`` is the free in-plane rotation in degrees, 0 without ``augment.rotate_degrees``).
+            ``angle`` is the free in-plane rotation in degrees, 0 without ``augment.rotate_degrees``), with a
+            fourth element ``(start, patch size, sample size)`` when the view was cropped from a larger
+            sample (applied before the augmentation).
         """
         idx = int(rng.integers(len(self.samples))) if index is None else int(index)
         s = self.samples[idx]
         image, label = s.image, s.label
-        geometry: tuple[tuple[bool, ...], int, float] = ((False,) * self.spatial_dims, 0, 0.0)
+        geometry: tuple[Any, ...] = ((False,) * self.spatial_dims, 0, 0.0)
+        cropped = None
         if tuple(image.shape[1:]) != self.patch_size:
             image, label, _ = pad_to_size(image, label, self.patch_size)
             start = sample_crop_start(label, image.shape[1:], self.patch_size, rng)
+            start = snap_crop_start(start, image.shape[1:], self.patch_size, crop_multiple)
+            cropped = (tuple(start), self.patch_size, tuple(image.shape[1:]))
             image, label = crop(image, label, start, self.patch_size)
         if augment is not None:
             square = self.patch_size[-1] == self.patch_size[-2]
             params = sample_augment(augment, self.spatial_dims, rng, square)
             image, label = apply_augment(image, label, params)
             geometry = (tuple(params.flips), int(params.rot90), float(params.angle))
+        if cropped is not None:
+            geometry = (*geometry, cropped)
         return np.ascontiguousarray(image, dtype=np.float32), (
             None if label is None else np.ascontiguousarray(label, dtype=np.int64)
         ), idx, geometry
@@ -205,6 +222,7 @@ class StepBatches(Dataset):
         views: int = 1,
         rank: int = 0,
         world_size: int = 1,
+        crop_multiple: int = 1,
     ) -> None:
         if views < 1:
             raise ValueError(f"views must be >= 1, got {views}")
@@ -221,19 +239,20 @@ class StepBatches(Dataset):
         self.views = views
         self.rank = rank
         self.world_size = world_size
+        self.crop_multiple = crop_multiple
 
     def __len__(self) -> int:  # pragma: no cover - indexed by step through a sampler
         return 2**62
 
     def _stream(
         self, sset: SampleSet, n: int, step: int, stream: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[tuple[bool, ...], int, float]]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[tuple[Any, ...]]]:
         rng = np.random.default_rng([self.seed, step, stream])
         images, labels, ids, geometry = [], [], [], []
         for i in range(n * self.world_size):
             idx = None
             for _ in range(self.views):  # views of one sample: its index is drawn once, augmentations each time
-                img, lab, idx, geo = sset.draw(rng, self.augment, idx)
+                img, lab, idx, geo = sset.draw(rng, self.augment, idx, self.crop_multiple)
                 if i // n != self.rank:  # another rank's share of the global batch: drawn only to advance rng
                     continue
                 images.append(img)

@@ -131,6 +131,21 @@ def sample_crop_start(
     return [int(rng.integers(lim + 1)) for lim in limits]
 
 
+def snap_crop_start(start: Sequence[int], spatial: Sequence[int], size: Sequence[int], multiple: int) -> list[int]:
+    """``start`` moved to the nearest multiple of ``multiple`` that keeps the crop inside ``spatial``.
+
+    Maps stored on a coarser grid of the whole sample (e.g. teacher features, one value per ``multiple``
+    voxels) can then be cropped exactly like the image.
+    """
+    if multiple <= 1:
+        return [int(v) for v in start]
+    out = []
+    for v, s, n in zip(start, spatial, size, strict=True):
+        top = (s - n) // multiple * multiple
+        out.append(int(min(top, max(0, round(v / multiple) * multiple))))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Augmentation: parameters, sampling, deterministic application
 

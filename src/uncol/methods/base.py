@@ -55,10 +55,13 @@ class DataNeeds:
         views: augmented views of each drawn image: with ``v > 1`` every drawn sample appears ``v``
             times in a row (``image[i * v + j]``, the same sample under independently drawn
             augmentations), in both the labeled and the unlabeled stream.
+        crop_multiple: where patches are cropped from larger samples (3D ``train.pad_to``), their origins
+            are multiples of it, so that maps of whole samples on a coarser grid crop exactly like the image.
     """
 
     unlabeled_batch_size: int = 0
     views: int = 1
+    crop_multiple: int = 1
 
 
 class TrainingMethod:

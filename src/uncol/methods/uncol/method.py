@@ -107,7 +107,10 @@ class UnCoLMethod(TrainingMethod):
         self.need_semantic = self.use_semantic or self.teacher_context
         self.patch = int(network.vit_patch)
         self.cp_patch = m.copy_paste_patch or self.patch
-        self.grid = tuple(int(p) // self.patch for p in cfg.train.patch_size)
+        # Teacher targets are maps of whole samples: volumes padded to train.pad_to (3D), from which the views
+        # are cropped at multiples of vit_patch, or patch-sized samples.
+        self.sample_size = tuple(cfg.train.pad_to) or tuple(cfg.train.patch_size)
+        self.grid = tuple(int(p) // self.patch for p in self.sample_size)
         self.sup_loss = SegmentationLoss(cfg.train.loss_dice_weight, cfg.train.loss_ce_weight)
         self.ema = EMA(network, m.ema_decay)
         self.projections = nn.ModuleDict()
@@ -182,6 +185,12 @@ class UnCoLMethod(TrainingMethod):
             raise ConfigError(f"method.uncol.copy_paste_box: must be in (0, 1], got {m.copy_paste_box}")
         if cfg.spatial_dims == 2 and not cfg.train.resize_2d:
             raise ConfigError("train.resize_2d: UnCoL caches teacher features of whole slices; set train.resize_2d=true")
+        token = cfg.model.vit_patch or (16 if cfg.spatial_dims == 2 else 8)
+        if any(p % token for p in cfg.train.pad_to):
+            raise ConfigError(
+                f"train.pad_to: UnCoL's teacher targets are maps of the padded volumes on the token grid; {cfg.train.pad_to} "
+                f"must be divisible by model.vit_patch={token}"
+            )
         if m.copy_paste_patch and m.copy_paste_patch % (cfg.model.vit_patch or (16 if cfg.spatial_dims == 2 else 8)):
             raise ConfigError(
                 "method.uncol.copy_paste_patch: must be a multiple of model.vit_patch, so that teacher features and "
@@ -193,9 +202,10 @@ class UnCoLMethod(TrainingMethod):
         return frozenset({"method.uncol.lazy_unlabeled_targets"})
 
     def data_needs(self) -> DataNeeds:
+        # Crops of padded volumes (train.pad_to) start at whole tokens: the teacher targets crop exactly.
         if self.stage1_steps >= self.cfg.train.iterations:
-            return DataNeeds()
-        return DataNeeds(unlabeled_batch_size=self.m.unlabeled_batch_size)
+            return DataNeeds(crop_multiple=self.patch)
+        return DataNeeds(unlabeled_batch_size=self.m.unlabeled_batch_size, crop_multiple=self.patch)
 
     # ---- set-up ---------------------------------------------------------------------------------
 
@@ -208,14 +218,15 @@ class UnCoLMethod(TrainingMethod):
     ) -> None:
         """Precompute the teacher targets of every training sample (encoder outputs come from the cache)."""
         if self.cfg.spatial_dims == 3:
-            patch = tuple(self.cfg.train.patch_size)
+            size = self.sample_size
+            key = "train.pad_to" if self.cfg.train.pad_to else "train.patch_size"
             for sset in (labeled, unlabeled):
                 for s in [] if sset is None else sset.samples:
-                    if tuple(s.image.shape[1:]) != patch:
+                    if tuple(s.image.shape[1:]) != size:
                         raise ConfigError(
-                            f"train.patch_size: UnCoL 3D computes teacher features on whole volumes; {s.source} has "
-                            f"shape {list(s.image.shape[1:])}, larger than train.patch_size={list(patch)} (use a patch "
-                            "size that holds every training volume)"
+                            f"{key}: UnCoL 3D computes teacher features on whole volumes; {s.source} has "
+                            f"shape {list(s.image.shape[1:])}, larger than {key}={list(size)} (set train.pad_to to a "
+                            "size that holds every training volume; patches of train.patch_size are cropped from it)"
                         )
         if self.teacher is None:
             return

@@ -43,8 +43,9 @@ from uncol.teachers.prompts import (
 )
 from uncol.teachers.slicing import sample_axis, sample_slices, teacher_slice_indices
 
-#: A drawn view's ``(flips, rot90)`` or ``(flips, rot90, angle)``, as :meth:`SampleSet.draw` returns it.
-Geometry = tuple[tuple[bool, ...], int] | tuple[tuple[bool, ...], int, float]
+#: A drawn view's ``(flips, rot90[, angle[, crop]])``, as :meth:`SampleSet.draw` returns it; ``crop`` is
+#: ``(start, patch size, sample size)`` in voxels when the view was cropped from a larger sample.
+Geometry = tuple[Any, ...]
 
 #: Fill of rotated feature maps where the view reaches outside the sample: the nearest edge token
 #: (a background-like feature, as the rotated image is filled with its minimum) rather than zeros.
@@ -56,23 +57,61 @@ def view_angle(geometry: Geometry) -> float:
     return float(geometry[2]) if len(geometry) > 2 else 0.0  # type: ignore[misc]
 
 
-def apply_view(x: torch.Tensor, geometry: Geometry, inverse: bool = False, fill: float | None = 0.0) -> torch.Tensor:
-    """Mirror (or undo) a drawn view's flips, quarter turns and free rotation on maps ``(..., *spatial)``.
+def view_crop(geometry: Geometry) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
+    """A view's crop ``(start, patch size, sample size)`` in voxels, or ``None`` for a whole-sample view."""
+    return geometry[3] if len(geometry) > 3 and geometry[3] is not None else None  # type: ignore[misc]
 
-    The order of :func:`uncol.data.transforms.apply_augment`: flips, quarter turns
-    (:func:`uncol.teachers.cache.transform_view`, exact), then the free rotation in the plane of the last
-    two axes (:func:`uncol.data.rotation.rotate_maps`, bilinear); the inverse undoes them in reverse.
+
+def _crop_window(crop: tuple[Sequence[int], Sequence[int], Sequence[int]], spatial: Sequence[int]) -> tuple[slice, ...]:
+    """The crop in the resolution of maps of the whole sample with ``spatial`` size (e.g. a token grid)."""
+    start, size, full = crop
+    window = []
+    for a, n, f, s in zip(start, size, full, spatial, strict=True):
+        lo, hi = a * s / f, (a + n) * s / f
+        if not (float(lo).is_integer() and float(hi).is_integer()):
+            raise ValueError(
+                f"a crop of {list(size)} at {list(start)} from a sample of {list(full)} does not fall on the grid of "
+                f"maps of size {list(spatial)} (crop origins must be multiples of the sample/map size ratio)"
+            )
+        window.append(slice(int(lo), int(hi)))
+    return tuple(window)
+
+
+def apply_view(
+    x: torch.Tensor, geometry: Geometry, inverse: bool = False, fill: float | None = 0.0
+) -> torch.Tensor:
+    """Mirror (or undo) a drawn view's crop, flips, quarter turns and free rotation on maps ``(..., *spatial)``.
+
+    The order of :meth:`uncol.data.training.SampleSet.draw`: the crop (exact, at the maps' own resolution:
+    maps of the whole sample on a coarser grid, such as token grids, are cropped at the corresponding
+    cells), then as :func:`uncol.data.transforms.apply_augment`: flips, quarter turns
+    (:func:`uncol.teachers.cache.transform_view`, exact), and the free rotation in the plane of the last
+    two axes (:func:`uncol.data.rotation.rotate_maps`, bilinear); the inverse undoes them in reverse and
+    puts the crop back into maps of the whole sample at the patch's resolution, ``fill`` outside it.
 
     Args:
         x: maps ``(..., *spatial)``, 2D or 3D, float or bool.
-        geometry: the view's ``(flips, rot90[, angle])``.
+        geometry: the view's ``(flips, rot90[, angle[, crop]])``.
         inverse: map from the view back to the sample.
-        fill: value where a free rotation reaches outside the source (``None``: nearest edge value).
+        fill: value where a free rotation reaches outside the source, and outside the crop of an inverse
+            (``None``: nearest edge value; 0 outside the crop).
     """
     flips, rot90 = geometry[0], int(geometry[1])
     angle = view_angle(geometry)
+    crop = view_crop(geometry)
+    nd = len(flips)
     if inverse:
-        return transform_view(rotate_maps(x, -angle, fill), flips, rot90, inverse=True)
+        out = transform_view(rotate_maps(x, -angle, fill), flips, rot90, inverse=True)
+        if crop is None:
+            return out
+        start, size, full = crop
+        scale = [s / n for s, n in zip(out.shape[-nd:], size, strict=True)]
+        whole = [round(f * k) for f, k in zip(full, scale, strict=True)]
+        canvas = torch.full((*out.shape[:-nd], *whole), 0.0 if fill is None else fill, dtype=out.dtype, device=out.device)
+        canvas[(..., *_crop_window(crop, whole))] = out
+        return canvas
+    if crop is not None:
+        x = x[(..., *_crop_window(crop, x.shape[-nd:]))]
     return rotate_maps(transform_view(x, flips, rot90), angle, fill)
 
 
