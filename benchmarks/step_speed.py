@@ -96,6 +96,7 @@ def make_configs(
     teacher: str = "fake",
     channels: list[int] | None = None,
     train: dict[str, Any] | None = None,
+    foundation_refresh: float = 0.0,
 ) -> tuple[Config, Config]:
     """The UnCoL and Mean Teacher configurations on a synthetic dataset written under ``root``.
 
@@ -107,6 +108,7 @@ def make_configs(
         teacher: ``fake`` (stand-in) or ``litemedsam``.
         channels: backbone widths (``None``: the config's).
         train: further ``train`` options of both (e.g. ``{"channels_last": True}``).
+        foundation_refresh: UnCoL's ``method.uncol.foundation_refresh`` (0: a decode per drawn image and step).
     """
     patients = max(2, batch) + max(2, unlabeled_batch)
     data = make_hdf5_dataset(
@@ -126,6 +128,7 @@ def make_configs(
     uncol["name"] = "speed_uncol"
     uncol["method"]["uncol"] |= {
         "unlabeled_batch_size": unlabeled_batch, "stage2_labeled_batch": batch, "stage1_fraction": 0.5,
+        "foundation_refresh": foundation_refresh,
         # The class-wise gate is measured once at set-up; keep it (it changes what stage 2 computes).
     }
     uncol["teacher"] |= {"cache_dir": str(root / "cache"), "device": "cpu"}
@@ -260,6 +263,7 @@ def measure(
     profile: int = 0,
     channels: list[int] | None = None,
     workdir: Path | None = None,
+    foundation_refresh: float = 0.0,
 ) -> dict[str, Any]:
     """Time UnCoL stage-2 steps against Mean Teacher steps, alternating; optionally profile UnCoL.
 
@@ -273,6 +277,9 @@ def measure(
         profile: UnCoL steps to profile afterwards (0: none).
         channels: backbone widths (``None``: the config's).
         workdir: folder for the dataset, runs and cache (``None``: a temporary one, removed).
+        foundation_refresh: UnCoL's ``method.uncol.foundation_refresh``; with it > 0 the few unlabeled images of
+            the synthetic set are decoded in the warm-up steps and the timed steps reuse those decodes (a warm
+            memo: the steady state of a window, not a run's average; see docs/speed.md).
 
     Returns:
         ``{"uncol", "mean_teacher"}`` -> ms per step summaries, ``ratio`` (of the medians),
@@ -284,7 +291,8 @@ def measure(
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uncol-step-speed-")))
         if teacher == "fake":
             stack.enter_context(fake_teacher_registered())
-        cfg_u, cfg_m = make_configs(root, size, batch, unlabeled_batch, teacher, channels)
+        cfg_u, cfg_m = make_configs(root, size, batch, unlabeled_batch, teacher, channels,
+                                    foundation_refresh=foundation_refresh)
         t0 = time.perf_counter()
         uc = prepared_trainer(cfg_u, root / "runs" / "uncol")
         mt = prepared_trainer(cfg_m, root / "runs" / "mean_teacher")
@@ -293,6 +301,12 @@ def measure(
         steps = [STAGE2_START + i for i in range(total)]
         batches_u = [uc.batches[s] for s in steps]
         batches_m = [mt.batches[s] for s in steps]
+        memo = getattr(uc.method, "memo", None)
+        if memo is not None:
+            # A warm memo: every unlabeled image decoded once in the window the timed steps fall in.
+            ids = list(range(len(memo.targets.samples)))
+            whole = [((False,) * len(cfg_u.train.patch_size), 0, 0.0)] * len(ids)
+            memo.probabilities(ids, whole, uc.method.ema.module, STAGE2_START, torch.device("cpu"))
         stats = uc.method.targets_u.stats if uc.method.targets_u is not None else None
         times: dict[str, list[float]] = {"uncol": [], "mean_teacher": []}
         decoded_before = 0
@@ -312,7 +326,8 @@ def measure(
         out["paired_ratio"] = statistics.median(u / m for u, m in zip(times["uncol"], times["mean_teacher"], strict=True))
         out["decoder_calls_per_step"] = (stats.decoded_slices - decoded_before) / n if stats is not None else 0.0
         out["prompts_per_step"] = prompts[0] / n
-        out["input"] = {"size": size, "batch": batch, "unlabeled_batch": unlabeled_batch, "teacher": teacher}
+        out["input"] = {"size": size, "batch": batch, "unlabeled_batch": unlabeled_batch, "teacher": teacher,
+                        "foundation_refresh": foundation_refresh}
         out["setup_s"] = setup_s
         if profile:
             out["profile"] = profile_steps(uc, batches_u[warmup + n:], steps[warmup + n])
@@ -328,7 +343,8 @@ def format_report(r: dict[str, Any]) -> str:
     i = r["input"]
     lines = [
         f"Student `uncol_student2d`, {i['size']}x{i['size']}, {i['batch']} labeled + {i['unlabeled_batch']} unlabeled "
-        f"images per step, foundation teacher: {i['teacher']}",
+        f"images per step, foundation teacher: {i['teacher']}, method.uncol.foundation_refresh "
+        f"{i.get('foundation_refresh', 0.0):g}",
         "",
         "| training step (train_step: fwd + bwd + optimiser + EMA) | ms, median (min-max) | steps |",
         "|---|---|---|",
@@ -361,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", choices=("fake", "litemedsam"), default="fake", help="foundation teacher")
     p.add_argument("--profile", type=int, default=0, help="UnCoL steps to profile afterwards")
     p.add_argument("--channels", type=int, nargs="+", default=None, help="backbone widths (default: the config's)")
+    p.add_argument("--foundation-refresh", type=float, default=0.0,
+                   help="UnCoL's method.uncol.foundation_refresh (0: decode every drawn image at every step)")
     p.add_argument("--json", default=None, help="also write the figures as JSON here")
     a = p.parse_args(argv)
     from uncol.allocator import tune_malloc
@@ -368,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     tune_malloc()  # as the `uncol` command does, so the figures are those of `uncol train`
     torch.set_num_threads(1)
     start = time.perf_counter()
-    r = measure(a.size, a.batch, a.unlabeled_batch, a.warmup, a.n, a.teacher, a.profile, a.channels)
+    r = measure(a.size, a.batch, a.unlabeled_batch, a.warmup, a.n, a.teacher, a.profile, a.channels,
+                foundation_refresh=a.foundation_refresh)
     print(f"torch {torch.__version__}, 1 thread, {time.perf_counter() - start:.0f} s in all "
           f"(set-up {r['setup_s']:.0f} s)\n")
     print(format_report(r))

@@ -71,6 +71,14 @@ def test_step_speed_measures_both_methods_and_profiles(step_speed: ModuleType, t
     assert "| student forward |" in report and "prompted classes" in report
 
 
+def test_step_speed_with_reused_decodes_decodes_in_the_warm_up_only(step_speed: ModuleType, tmp_path: Path) -> None:
+    r = step_speed.measure(size=64, batch=2, unlabeled_batch=2, warmup=3, n=2, workdir=tmp_path, foundation_refresh=1.0)
+    # The 4 unlabeled slices of the synthetic set were decoded in the warm-up; the timed steps reuse them.
+    assert r["decoder_calls_per_step"] == 0.0
+    assert r["input"]["foundation_refresh"] == 1.0
+    assert "foundation_refresh 1" in step_speed.format_report(r)
+
+
 def test_step_speed_times_stage_two_with_a_warm_cache(step_speed: ModuleType, tmp_path: Path) -> None:
     cfg_u, cfg_m = step_speed.make_configs(tmp_path, 64, 2, 2)
     # The same network for both methods (Mean Teacher's student has no foundation-feature projection).
