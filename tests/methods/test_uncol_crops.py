@@ -114,3 +114,24 @@ def test_pad_to_is_checked(tmp_path, data3d):  # noqa: F811
     small = {**values, "train": {**values["train"], "pad_to": [4, 16, 16]}}
     with pytest.raises(ConfigError, match="train.pad_to"):
         config_from_dict(small)  # smaller than the patch
+
+
+def test_inference_of_a_padded_volume_model_uses_one_window_of_the_padded_size(tmp_path, data3d):  # noqa: F811
+    from uncol.data.readers import load_case
+    from uncol.inference import inference_window, predict_probabilities
+
+    cfg = crop_config(tmp_path, data3d)
+    assert inference_window(cfg) == (16, 16, 16)
+    seen: list[tuple[int, ...]] = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(tuple(x.shape[2:]))
+            return torch.zeros(x.shape[0], 3, *x.shape[2:])
+
+    data = load_case(discover(cfg.data).train[0], cfg.data, 3)
+    probs = predict_probabilities(Recorder(), data, cfg, torch.device("cpu"))
+    assert probs.shape[1:] == data.image.shape[1:]
+    assert set(seen) == {(16, 16, 16)}  # whole padded volumes, not 8x8x8 windows blended
+    plain = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, pad_to=[]))
+    assert inference_window(plain) == (8, 8, 8)
