@@ -229,10 +229,9 @@ def _predict_2d(
 def inference_window(cfg: Config) -> tuple[int, ...]:
     """The 3D sliding window: ``train.pad_to`` when set, else ``train.patch_size``.
 
-    A network trained on patches cropped from volumes padded to ``pad_to`` (UnCoL 3D) is fully
-    convolutional and position-agnostic enough to segment a whole padded volume in one window; windows of the
-    patch size blended together cut its ViT's attention to part of the volume (on Hippocampus that cost
-    6 points of test Dice, benchmarks/RESULTS.md).
+    A network trained on patches cropped from volumes padded to ``pad_to`` (UnCoL 3D) segments a whole
+    padded volume in one window, as its training crops were framed; windows of the patch size blended
+    together cost it 6 points of test Dice on Hippocampus (benchmarks/RESULTS.md).
     """
     return tuple(cfg.train.pad_to) or tuple(cfg.train.patch_size)
 
