@@ -235,6 +235,11 @@ class TrainConfig:
         "otherwise each process normalises with its own batch. GPUs only (docs/distributed.md).",
     )
 
+    @property
+    def padded_size(self) -> tuple[int, ...]:
+        """The size 3D training volumes are padded to: ``pad_to``, or ``patch_size`` when it is empty."""
+        return tuple(self.pad_to) or tuple(self.patch_size)
+
 
 @dataclass
 class EvalConfig:

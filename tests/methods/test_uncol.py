@@ -135,8 +135,12 @@ def test_resume_across_the_stage_switch_is_identical(tmp_path, fake_litemedsam, 
     run = tmp_path / "run"
     Trainer(cfg, run, show_progress=False, stop_after=3).fit()  # stopped exactly at the switch
     Trainer(cfg, run, resume=True, show_progress=False).fit()
-    a = torch.load(RunPaths(ref).latest, map_location="cpu", weights_only=False)["modules"]
-    b = torch.load(RunPaths(run).latest, map_location="cpu", weights_only=False)["modules"]
+    assert_same_modules(ref, run)
+
+
+def assert_same_modules(ref: Path, run: Path) -> None:
+    """The latest checkpoints of two UnCoL runs hold identical network, EMA and projection weights."""
+    a, b = modules_of(ref), modules_of(run)
     for part in ("network", "ema", "projections"):
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resumption"

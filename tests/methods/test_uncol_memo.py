@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_uncol import LAYERS, column, data2d, data3d, fake_litemedsam, read_log, uncol_config  # noqa: F401
+from test_uncol import (  # noqa: F401
+    LAYERS,
+    assert_same_modules,
+    column,
+    data2d,
+    data3d,
+    fake_litemedsam,
+    read_log,
+    uncol_config,
+)
 
 from uncol.config import config_from_dict
 from uncol.engine import RunPaths, Trainer
@@ -68,11 +77,7 @@ def test_resume_inside_a_window_is_identical(tmp_path, fake_litemedsam, data2d):
     state = torch.load(RunPaths(run).latest, map_location="cpu", weights_only=True)
     assert state["method_state"]["foundation_memo"]["window"] == 0  # the window's prompting teacher is kept
     Trainer(cfg, run, resume=True, show_progress=False).fit()
-    a = torch.load(RunPaths(ref).latest, map_location="cpu", weights_only=False)["modules"]
-    b = torch.load(RunPaths(run).latest, map_location="cpu", weights_only=False)["modules"]
-    for part in ("network", "ema", "projections"):
-        for k in a[part]:
-            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resumption"
+    assert_same_modules(ref, run)
     # The resumed run decoded again what the interrupted one had decoded (work, not results, differs).
     resumed, uninterrupted = column(read_log(run), "foundation_decoded"), column(read_log(ref), "foundation_decoded")
     assert resumed[:2] == uninterrupted[:2] and sum(resumed) >= sum(uninterrupted)

@@ -173,6 +173,11 @@ class _FileLock:
             os.close(self._fd)
             self._fd = None
 
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
 
 class GridLock(_FileLock):
     """The grid folder's lock, held for moments: around each change of the state file and around a
@@ -188,11 +193,6 @@ class GridLock(_FileLock):
     def __enter__(self) -> GridLock:
         self.acquire(wait=True)
         return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
 
 
 class RunClaim(_FileLock):
@@ -212,8 +212,3 @@ class RunClaim(_FileLock):
 
     def __enter__(self) -> RunClaim:
         return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()

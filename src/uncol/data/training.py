@@ -123,7 +123,7 @@ class SampleSet:
         self.spatial_dims = cfg.spatial_dims
         self.patch_size = tuple(cfg.train.patch_size)
         # 3D volumes are padded to train.pad_to (default: the patch size) and patches cropped from them.
-        self.pad_size = tuple(cfg.train.pad_to) or self.patch_size
+        self.pad_size = cfg.train.padded_size
         self.samples: list[Sample] = []
         for i, case in enumerate(cases):
             try:

@@ -67,7 +67,7 @@ class FoundationLabelMemo:
 
         Args:
             ids: sample indices of the views.
-            views: each view's ``(flips, rot90[, angle])``.
+            views: each view's geometry (:data:`uncol.methods.uncol.targets.Geometry`).
             ema: the EMA teacher's network (the UnCoL student) now, kept as the prompting teacher when a
                 window starts.
             step: the training step.

@@ -109,7 +109,7 @@ class UnCoLMethod(TrainingMethod):
         self.cp_patch = m.copy_paste_patch or self.patch
         # Teacher targets are maps of whole samples: volumes padded to train.pad_to (3D), from which the views
         # are cropped at multiples of vit_patch, or patch-sized samples.
-        self.sample_size = tuple(cfg.train.pad_to) or tuple(cfg.train.patch_size)
+        self.sample_size = cfg.train.padded_size
         self.grid = tuple(int(p) // self.patch for p in self.sample_size)
         self.sup_loss = SegmentationLoss(cfg.train.loss_dice_weight, cfg.train.loss_ce_weight)
         self.ema = EMA(network, m.ema_decay)
@@ -121,7 +121,6 @@ class UnCoLMethod(TrainingMethod):
         self.targets_u: Any = None
         # Stage-2 foundation decodes reused within windows (method.uncol.foundation_refresh), set up with the data.
         self.memo: FoundationLabelMemo | None = None
-        self._pending_memo_state: dict[str, Any] | None = None
         # Classes on which the foundation teacher may vote (method.uncol.teacher_min_dice); None: all.
         self.general_classes: torch.Tensor | None = None
         if self.has_teacher and (self.use_visual or self.need_semantic or self.use_general_pl):
@@ -191,7 +190,7 @@ class UnCoLMethod(TrainingMethod):
                 f"train.pad_to: UnCoL's teacher targets are maps of the padded volumes on the token grid; {cfg.train.pad_to} "
                 f"must be divisible by model.vit_patch={token}"
             )
-        if m.copy_paste_patch and m.copy_paste_patch % (cfg.model.vit_patch or (16 if cfg.spatial_dims == 2 else 8)):
+        if m.copy_paste_patch and m.copy_paste_patch % token:
             raise ConfigError(
                 "method.uncol.copy_paste_patch: must be a multiple of model.vit_patch, so that teacher features and "
                 f"EMA tokens can be mixed with the same mask as the pixels; got {m.copy_paste_patch}"
@@ -252,9 +251,6 @@ class UnCoLMethod(TrainingMethod):
             self.memo = FoundationLabelMemo(
                 self.targets_u, self.stage1_steps, max(1, round(self.m.foundation_refresh * stage2)), self.cfg.train.seed
             )
-            if self._pending_memo_state is not None:
-                self.memo.load_state(self._pending_memo_state, self.ema.module)
-                self._pending_memo_state = None
         dim = self.network.vit_dim
         channels = self.targets_l.visual_channels
         if self.use_visual:
@@ -298,11 +294,8 @@ class UnCoLMethod(TrainingMethod):
         return {} if self.memo is None else {"foundation_memo": self.memo.state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        memo_state = state.get("foundation_memo", {})
-        if self.memo is not None:
-            self.memo.load_state(memo_state, self.ema.module)
-        else:  # the data (and so the memo) is set up after a checkpoint is read
-            self._pending_memo_state = memo_state
+        if self.memo is not None:  # set up with the data, which the engine prepares before it restores
+            self.memo.load_state(state.get("foundation_memo", {}), self.ema.module)
 
     def deferred_options(self) -> tuple[int, frozenset[str]]:
         # Stage 1 reads none of these (the EMA teacher follows the student from the first step, but only
