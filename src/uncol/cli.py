@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -400,7 +401,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from uncol.demo_run import DEMO_METHODS, compare_demo, comparison_table
+    from uncol.demo_run import DEMO_METHODS, DEMO_READING, compare_demo, comparison_table
 
     methods = DEMO_METHODS if a.method == "both" else (a.method,)
     results = compare_demo(
@@ -414,6 +415,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     if all("test" in res for res in results.values()):
         print("\nthe same labeled, validation and test slabs for every method:")
         print(comparison_table(results, names))
+        print("\n" + textwrap.fill(DEMO_READING, width=100))
     for method, res in results.items():
         t = res["train"]
         print(f"{method}: trained {t['steps_done']} steps in {t['seconds']:.0f} s; run folder: {res['run_dir']}")

@@ -228,6 +228,16 @@ def compare_demo(
     }
 
 
+#: Printed under the demo's comparison: what a reader can and cannot conclude from it (benchmarks/RESULTS.md,
+#: "The demo": on this data a U-Net from 2 labeled slabs equals one from 3).
+DEMO_READING = (
+    "How to read this: the demo's slabs all come from one template brain, so a few labeled slabs already teach "
+    "the U-Net what the unlabeled ones would; the demo shows the workflow, not what unlabeled scans are worth. "
+    "UnCoL's gains over supervised training on few labeled patients are measured on real datasets (ACDC, MSD "
+    "Hippocampus) over 3 seeds at equal CPU time in benchmarks/RESULTS.md; rerun them with `uncol benchmark`."
+)
+
+
 def comparison_table(results: dict[str, dict[str, Any]], class_names: list[str]) -> str:
     """Test Dice per class and method side by side, with what each run cost and saw.
 
