@@ -6,8 +6,10 @@ with the same overrides (``--set``, both methods) and per-method ones (``--set-u
 paired by seed, with each run's steps, CPU seconds and images seen. A finished run is read back, an
 interrupted one resumed: the command can be started again after a kill. One thread per run.
 
-    python benchmarks/demo_probe.py --out runs/demo_probe/l1 --seeds 0 1 2 --set split.labeled=1 \
-        --set-uncol method.uncol.foundation_refresh=1.0 --csv benchmarks/results/demo_probe_l1.csv
+    python benchmarks/demo_probe.py --out runs/demo_probe/l2 --seeds 0 1 2 --set split.labeled=2 \
+        --set-uncol method.uncol.foundation_refresh=1.0 --csv benchmarks/results/demo_probe_l2.csv
+
+(``split.labeled=2``: two slabs; 1 would be the ratio 1.0, every training slab labeled.)
 
 Not a test: it prints figures for benchmarks/RESULTS.md ("The demo").
 """
@@ -26,29 +28,21 @@ import numpy as np
 from uncol.api import train
 from uncol.config import config_from_dict
 from uncol.demo_run import DEMO_METHODS, build_demo_dataset, demo_config
-from uncol.evaluation import evaluate_run
 from uncol.runs import RunPaths
-
-
-def _finished(run_dir: Path) -> bool:
-    paths = RunPaths(run_dir)
-    return paths.summary.exists() and paths.metrics("test").exists()
 
 
 def _run(out: Path, method: str, seed: int, overrides: list[str], iterations: int | None) -> dict[str, Any]:
     """Train (or resume, or read back) one demo run; its test summary and training record."""
     run_dir = out / f"{method}_s{seed}"
-    if not _finished(run_dir):
+    paths = RunPaths(run_dir)
+    if not (paths.summary.exists() and paths.metrics("test").exists()):
         data_root = build_demo_dataset(out / "demo_data")
         cfg = demo_config(data_root, out, name=run_dir.name, iterations=iterations, method=method)
         sets = [f"train.seed={seed}", "train.threads=1", "train.device=cpu", *overrides]
         if method == "uncol":
             sets += ["teacher.device=cpu", f"teacher.cache_dir={out / 'teacher_cache'}"]
         cfg = config_from_dict(cfg.to_dict(), sets)
-        train(cfg, resume=(run_dir / "checkpoints" / "latest.pt").exists(), show_progress=False,
-              run_dir=run_dir, evaluate_splits=())
-        evaluate_run(run_dir, "test", show_progress=False)
-    paths = RunPaths(run_dir)
+        train(cfg, resume=paths.latest.exists(), show_progress=False, run_dir=run_dir, evaluate_splits=("test",))
     summary = json.loads(paths.summary.read_text())
     test = json.loads(paths.metrics("test").read_text())["summary"]
     return {"summary": summary, "test": test}
