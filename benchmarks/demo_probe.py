@@ -25,9 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from uncol.api import train
-from uncol.config import config_from_dict
-from uncol.demo_run import DEMO_METHODS, build_demo_dataset, demo_config
+from uncol.demo_run import DEMO_METHODS, run_demo
 from uncol.runs import RunPaths
 
 
@@ -36,13 +34,9 @@ def _run(out: Path, method: str, seed: int, overrides: list[str], iterations: in
     run_dir = out / f"{method}_s{seed}"
     paths = RunPaths(run_dir)
     if not (paths.summary.exists() and paths.metrics("test").exists()):
-        data_root = build_demo_dataset(out / "demo_data")
-        cfg = demo_config(data_root, out, name=run_dir.name, iterations=iterations, method=method)
-        sets = [f"train.seed={seed}", "train.threads=1", "train.device=cpu", *overrides]
-        if method == "uncol":
-            sets += ["teacher.device=cpu", f"teacher.cache_dir={out / 'teacher_cache'}"]
-        cfg = config_from_dict(cfg.to_dict(), sets)
-        train(cfg, resume=paths.latest.exists(), show_progress=False, run_dir=run_dir, evaluate_splits=("test",))
+        run_demo(out, name=run_dir.name, iterations=iterations, device="cpu", show_progress=False,
+                 resume=paths.latest.exists(), method=method,
+                 overrides=[f"train.seed={seed}", "train.threads=1", *overrides], evaluate_splits=("test",))
     summary = json.loads(paths.summary.read_text())
     test = json.loads(paths.metrics("test").read_text())["summary"]
     return {"summary": summary, "test": test}

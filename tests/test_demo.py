@@ -64,3 +64,16 @@ def test_comparison_table_puts_methods_side_by_side():
     steps = next(ln for ln in lines if ln.startswith("training steps"))
     assert steps.split()[-2:] == ["20", "10"]
     assert lines[-1].startswith("unlabeled images seen") and lines[-1].split()[-2:] == ["8", "8"]
+
+
+def test_run_demo_applies_overrides_after_the_demo_config_and_scores_the_given_splits(tmp_path):
+    from uncol.demo_run import run_demo
+    from uncol.runs import RunPaths, load_run_config
+
+    result = run_demo(tmp_path, name="probe", iterations=2, device="cpu", show_progress=False, method="supervised",
+                      overrides=["train.seed=3", "split.labeled=2"], evaluate_splits=("test",))
+    paths = RunPaths(result["run_dir"])
+    cfg = load_run_config(paths.root)
+    assert (cfg.train.seed, cfg.split.labeled, cfg.train.iterations) == (3, 2, 2)
+    assert "test" in result and "val" not in result
+    assert paths.metrics("test").exists() and not paths.metrics("val").exists()

@@ -13,6 +13,7 @@ and is evaluated on held-out test slabs, every fourth slab of the brain, all of 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,8 @@ def run_demo(
     show_progress: bool = True,
     resume: bool = False,
     method: str = "uncol",
+    overrides: Sequence[str] = (),
+    evaluate_splits: Sequence[str] = ("val", "test"),
 ) -> dict[str, Any]:
     """Build the demo dataset, train one method, evaluate on held-out slabs.
 
@@ -189,6 +192,8 @@ def run_demo(
         show_progress: draw progress bars.
         resume: continue an interrupted demo run.
         method: ``uncol`` (default) or ``supervised``.
+        overrides: ``KEY=VALUE`` options applied after the demo's own (``benchmarks/demo_probe.py``).
+        evaluate_splits: splits scored after training.
 
     Returns:
         What :func:`uncol.train` returns (``train`` summary, ``val``/``test`` metrics, ``run_dir``).
@@ -198,8 +203,8 @@ def run_demo(
     out = Path(output_dir)
     data_root = build_demo_dataset(out / "demo_data")
     cfg = demo_config(data_root, out, name=name or f"demo_{method}", iterations=iterations, method=method)
-    cfg = config_from_dict(cfg.to_dict(), [f"train.device={device}", f"teacher.device={device}"])
-    return train(cfg, resume=resume, show_progress=show_progress)
+    cfg = config_from_dict(cfg.to_dict(), [f"train.device={device}", f"teacher.device={device}", *overrides])
+    return train(cfg, resume=resume, show_progress=show_progress, evaluate_splits=evaluate_splits)
 
 
 def compare_demo(
