@@ -6,7 +6,8 @@ EMA (specialized) teacher of its latest checkpoint, draws unlabeled training sli
 prompts the foundation teacher from the EMA teacher's pseudo-labels exactly as stage 2 does, fuses
 both with the entropy rule at a given threshold, and reports against the hidden ground truth:
 
-* Dice per class of the EMA teacher, the foundation teacher and the fused pseudo-label;
+* Dice per class of the EMA teacher, the foundation teacher and the fused pseudo-label, and of the EMA
+  and fused pseudo-labels with each class kept to its largest connected component (BCP's clean-up);
 * per teacher, the fraction of pixels where it is confident and its accuracy there;
 * the fraction of pixels supervised by each teacher alone, by both and by neither, and the accuracy
   of the fused pseudo-label on the supervised pixels.
@@ -35,6 +36,7 @@ from uncol.config import config_from_dict
 from uncol.data.splits import load_splits
 from uncol.data.training import SampleSet
 from uncol.methods.consistency import threshold_scale
+from uncol.methods.postprocess import keep_largest_component_per_class
 from uncol.methods.uncertainty import entropy
 from uncol.methods.uncol.jittered_targets import JitteredPromptTargets
 from uncol.methods.uncol.pseudo_labels import fuse_pseudo_labels, gate_classes
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     base = a.threshold_base or cfg.method.options.threshold_base
     thr = frac * threshold_scale(base, k)
     no_view = ((False,) * cfg.spatial_dims, 0)
-    scores: dict[str, list[list[float]]] = {n: [[] for _ in range(1, k)] for n in ("specialized", "general", "fused")}
+    rows = ("specialized", "general", "fused", "specialized, largest component", "fused, largest component")
+    scores: dict[str, list[list[float]]] = {n: [[] for _ in range(1, k)] for n in rows}
     tot = {"n": 0, "conf_s": 0, "conf_g": 0, "acc_s": 0, "acc_g": 0, "src": np.zeros(4), "acc_f": 0, "sup": 0}
     for i, s in enumerate(samples.samples):
         x = torch.from_numpy(s.image[None]).float()
@@ -144,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         gt = s.label
         preds = {"specialized": p_s.argmax(1)[0].numpy(), "general": p_g.argmax(1)[0].numpy(),
                  "fused": fused.labels[0].numpy()}
+        # BCP's clean-up (method.bcp.largest_component): each class kept to its largest connected component.
+        for name in ("specialized", "fused"):
+            preds[f"{name}, largest component"] = keep_largest_component_per_class(
+                torch.from_numpy(preds[name])[None], k)[0].numpy()
         for name, pr in preds.items():
             for c in range(1, k):
                 d = compute_dice(pr == c, gt == c)
