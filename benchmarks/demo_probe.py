@@ -3,7 +3,7 @@
 Trains ``uncol demo``'s configurations (:func:`uncol.demo_run.demo_config`) for each method and seed
 with the same overrides (``--set``, both methods) and per-method ones (``--set-uncol``,
 ``--set-supervised``), then prints test Dice per seed, the mean, and UnCoL's difference to the U-Net
-paired by seed, with each run's steps, CPU seconds and images seen. A finished run is read back, an
+paired by seed, with each run's steps, CPU seconds and images trained on. A finished run is read back, an
 interrupted one resumed: the command can be started again after a kill. One thread per run.
 
     python benchmarks/demo_probe.py --out runs/demo_probe/l2 --seeds 0 1 2 --set split.labeled=2 \
@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from uncol.demo_run import DEMO_METHODS, run_demo
-from uncol.runs import RunPaths
+from uncol.methods.registry import images_trained
+from uncol.runs import RunPaths, load_run_config
 
 
 def _run(out: Path, method: str, seed: int, overrides: list[str], iterations: int | None) -> dict[str, Any]:
@@ -39,7 +40,9 @@ def _run(out: Path, method: str, seed: int, overrides: list[str], iterations: in
                  overrides=[f"train.seed={seed}", "train.threads=1", *overrides], evaluate_splits=("test",))
     summary = json.loads(paths.summary.read_text())
     test = json.loads(paths.metrics("test").read_text())["summary"]
-    return {"summary": summary, "test": test}
+    # From the config: runs recorded before summaries held images_trained read the same way.
+    trained = images_trained(load_run_config(run_dir), summary["steps_done"], summary["images_seen"])
+    return {"summary": summary, "test": test, "trained": trained}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         for method in a.methods:
             r = _run(a.out, method, seed, [*a.both, *own[method]], steps[method])
             s, t = r["summary"], r["test"]
+            trained = r["trained"]
             row = {"method": method, "seed": seed, "steps": s["steps_done"], "best_step": s["best_step"],
-                   "cpu_s": round(s["cpu_seconds"], 1), "labeled_seen": s["images_seen"]["labeled"],
-                   "unlabeled_seen": s["images_seen"]["unlabeled"],
+                   "cpu_s": round(s["cpu_seconds"], 1), "labeled_trained": trained["labeled"],
+                   "unlabeled_trained": trained["unlabeled"],
                    "overrides": " ".join([*a.both, *own[method]])}
             for key, value in t.items():
                 if isinstance(value, dict) and value.get("dice", {}).get("mean") is not None:
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{method:10s} seed {seed}: test Dice {row.get('dice_mean', float('nan')):6.2f}%  "
                   f"{row['steps']} steps (best {row['best_step']})  {row['cpu_s']:.0f} CPU s  "
-                  f"images {row['labeled_seen']} + {row['unlabeled_seen']}", flush=True)
+                  f"images trained on {row['labeled_trained']} + {row['unlabeled_trained']}", flush=True)
     if a.csv is not None:
         a.csv.parent.mkdir(parents=True, exist_ok=True)
         columns = list(dict.fromkeys(k for r in rows for k in r))

@@ -32,6 +32,9 @@ from typing import Any
 
 import yaml
 
+from uncol.methods.registry import images_trained
+from uncol.runs import load_run_config
+
 #: Per-step pseudo-label figures of UnCoL's stage 2, in report order (``uncol.methods.uncol.method``).
 STAGE2_COLUMNS = (
     "threshold", "confident_general", "confident_specialized", "confident_fused",
@@ -101,14 +104,16 @@ def summarise(run: Path, parts: int = 3) -> dict[str, Any]:
     before = [d for s, d in val if s <= last_stage1]
     best_step, best = max(val, key=lambda sv: sv[1]) if val else (None, math.nan)
     seen = summary.get("images_seen") or {}
+    # The images the steps trained on (stage 1 does not read the unlabeled images drawn with it).
+    trained = images_trained(load_run_config(run), int(summary.get("steps_done") or 0), seen) if seen else {}
     return {
         "run": str(run),
         "test_dice": test,
         "steps": summary.get("steps_done"),
         "stage1_steps": last_stage1,
         "cpu_minutes": summary.get("cpu_seconds", math.nan) / 60,
-        "images_labeled": seen.get("labeled"),
-        "images_unlabeled": seen.get("unlabeled"),
+        "images_labeled": trained.get("labeled"),
+        "images_unlabeled": trained.get("unlabeled"),
         "val_end_of_stage1": before[-1] if before else math.nan,
         "val_best": best,
         "val_best_step": best_step,
@@ -124,7 +129,7 @@ def _pct(x: float) -> str:
 def render(results: list[dict[str, Any]]) -> str:
     """Two Markdown tables: one row per run, then one row per run and stage-2 part."""
     lines = [
-        "| run | test Dice % | steps (stage 1 + 2) | CPU min | images seen (labeled + unlabeled) "
+        "| run | test Dice % | steps (stage 1 + 2) | CPU min | images trained on (labeled + unlabeled) "
         "| val Dice % end of stage 1 | best (step) | last |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -140,11 +140,13 @@ def test_paired_differences_and_pooling_over_seeds():
     assert pooled == pytest.approx({"a": 0.2, "b": -0.1})
 
 
-def synthetic_rows(method: str, seed: int, labeled: float, dice: dict[str, float]) -> list[dict]:
+def synthetic_rows(method: str, seed: int, labeled: float, dice: dict[str, float], unused: int = 0) -> list[dict]:
+    """Rows of one run; ``unused`` of its drawn unlabeled images were not trained on."""
     return [
         {"dataset": "d", "labeled": labeled, "method": method, "seed": seed, "case": case, "dice_mean": d,
          "jaccard_mean": d, "hd95_mean": 2.0, "asd_mean": 1.0, "cpu_seconds": 60.0, "iterations": 10,
-         "images_labeled": 80, "images_unlabeled": 0, "convention": "standard", "best_step": 4 + seed}
+         "images_labeled": 80, "images_unlabeled": unused, "trained_labeled": 80, "trained_unlabeled": 0,
+         "convention": "standard", "best_step": 4 + seed}
         for case, d in dice.items()
     ]
 
@@ -154,12 +156,16 @@ def test_tables_mean_std_paired_intervals_and_missing_cells():
     rows = []
     for seed in (0, 1):
         rows += synthetic_rows("sup", seed, 7, {c: 0.70 + 0.01 * i for i, c in enumerate(cases)})
-        rows += synthetic_rows("new", seed, 7, {c: 0.75 + 0.01 * i for i, c in enumerate(cases)})
-    rows += synthetic_rows("new", 0, 3, dict.fromkeys(cases, 0.5))  # no reference run at 3
+        rows += synthetic_rows("new", seed, 7, {c: 0.75 + 0.01 * i for i, c in enumerate(cases)}, unused=40)
+    rows += synthetic_rows("new", 0, 3, dict.fromkeys(cases, 0.5), unused=40)  # no reference run at 3
     text = render_tables(rows, dataset="d", cells=[(3, "sup"), (3, "new"), (7, "sup"), (7, "new")],
                          seeds=[0, 1], reference="sup", budget_note="BUDGET")
     lines = text.splitlines()
-    assert "BUDGET" in lines and any("sup 80 labeled + 0 unlabeled" in ln for ln in lines)
+    assert "BUDGET" in lines
+    # Images trained on, and the drawn ones only where some went unused.
+    images = next(ln for ln in lines if ln.startswith("Images trained on"))
+    assert "sup 80 labeled + 0 unlabeled;" in images
+    assert "new 80 labeled + 0 unlabeled (drawn: 80 labeled + 40 unlabeled)" in images
     row_sup_3 = next(ln for ln in lines if ln.startswith("| 3 | sup |"))
     assert row_sup_3.startswith(f"| 3 | sup | 0/2 | {MISSING} |")
     row_new_7 = next(ln for ln in lines if ln.startswith("| 7 | new | 2/2"))
@@ -282,8 +288,11 @@ def test_results_csv_has_a_row_per_run_and_test_case(finished_grid):
     assert columns[:5] == ["dataset", "labeled", "method", "seed", "case"]
     for metric in ("dice", "jaccard", "hd95", "asd"):
         assert f"{metric}_A" in columns and f"{metric}_B" in columns and f"{metric}_mean" in columns
-    for col in ("cpu_seconds", "iterations", "images_labeled", "images_unlabeled", "best_step", "commit"):
+    for col in ("cpu_seconds", "iterations", "images_labeled", "images_unlabeled", "trained_labeled",
+                "trained_unlabeled", "best_step", "commit"):
         assert col in columns
+    # Supervised training reads every image it draws.
+    assert all(r["trained_labeled"] == r["images_labeled"] != "" for r in rows if r["method"] == "supervised")
     sup = [r for r in rows if r["method"] == "supervised"]
     assert {r["iterations"] for r in sup} == {"3"} and {r["labeled"] for r in rows} == {"2", "3"}
     assert all(float(r["cpu_seconds"]) > 0 and 0 <= float(r["dice_mean"]) <= 1 for r in rows)

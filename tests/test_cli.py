@@ -122,7 +122,7 @@ def test_demo_runs_on_what_pip_installs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "grey_matter" in out and "white_matter" in out and "run folder" in out
     table = out[out.index("the same labeled, validation and test slabs"):]
-    assert "supervised" in table and "uncol" in table and "unlabeled images seen" in table
+    assert "supervised" in table and "uncol" in table and "unlabeled images trained on" in table
     assert "How to read this" in table and "benchmarks/RESULTS.md" in table  # where the demo's limit is said
     splits = {}
     for method in ("supervised", "uncol"):

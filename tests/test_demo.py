@@ -49,21 +49,23 @@ def _slab_number_id(case_id: str) -> int:
 
 
 def test_comparison_table_puts_methods_side_by_side():
-    def result(dice: float, steps: int) -> dict:
+    def result(dice: float, steps: int, trained_unlabeled: int) -> dict:
         per_class = {"dice": {"mean": dice, "std": 0.01, "n": 4}}
         return {
             "test": {"summary": {"1": per_class, "2": per_class, "mean": per_class}},
-            "train": {"steps_done": steps, "cpu_seconds": 12.0, "images_seen": {"labeled": 40, "unlabeled": 8}},
+            "train": {"steps_done": steps, "cpu_seconds": 12.0, "images_seen": {"labeled": 40, "unlabeled": 8},
+                      "images_trained": {"labeled": 40, "unlabeled": trained_unlabeled}},
         }
 
-    table = comparison_table({"supervised": result(0.5, 20), "uncol": result(0.75, 10)}, ["bg", "gm", "wm"])
+    table = comparison_table({"supervised": result(0.5, 20, 8), "uncol": result(0.75, 10, 4)}, ["bg", "gm", "wm"])
     lines = table.splitlines()
     assert lines[0].split() == ["test", "Dice", "(%)", "supervised", "uncol"]
     gm = lines[2].split()
     assert gm[0] == "gm" and gm[1:4] == ["50.0", "±", "1.0"] and gm[4:] == ["75.0", "±", "1.0"]
     steps = next(ln for ln in lines if ln.startswith("training steps"))
     assert steps.split()[-2:] == ["20", "10"]
-    assert lines[-1].startswith("unlabeled images seen") and lines[-1].split()[-2:] == ["8", "8"]
+    # the images the steps trained on, not the drawn ones
+    assert lines[-1].startswith("unlabeled images trained on") and lines[-1].split()[-2:] == ["8", "4"]
 
 
 def test_run_demo_applies_overrides_after_the_demo_config_and_scores_the_given_splits(tmp_path):

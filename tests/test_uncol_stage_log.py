@@ -18,7 +18,13 @@ COLUMNS = ["step", "lr", "stage", "loss", "threshold", "confident_general", "con
 def _run(root: Path, method: str = "uncol", finished: bool = True) -> Path:
     run = root / f"{method}_run"
     run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({"method": {"name": method}}))
+    # Stage 1 = 4 of 10 steps, batches of 3 labeled (2 of them read in stage 2) and 2 unlabeled.
+    (run / "config.yaml").write_text(yaml.safe_dump({
+        "method": {"name": method, method: {"stage1_fraction": 0.4, "unlabeled_batch_size": 2,
+                                            "stage2_labeled_batch": 2} if method == "uncol" else {}},
+        "model": {"arch": "uncol_student2d"}, "teacher": {"name": "litemedsam"},
+        "train": {"iterations": 10, "batch_size": 3},
+    }))
     rows = [",".join(COLUMNS)]
     for step in range(1, 5):  # stage 1: no pseudo-label figures
         rows.append(f"{step},0.01,1,0.5,,,,,,,,")
@@ -28,7 +34,7 @@ def _run(root: Path, method: str = "uncol", finished: bool = True) -> Path:
     (run / "log.csv").write_text("\n".join(rows) + "\n")
     (run / "val.csv").write_text("step,dice_mean\n2,0.5\n4,0.6\n7,0.55\n10,0.7\n")
     (run / "summary.json").write_text(json.dumps(
-        {"steps_done": 10, "iterations": 10, "cpu_seconds": 120.0, "images_seen": {"labeled": 30, "unlabeled": 12}}
+        {"steps_done": 10, "iterations": 10, "cpu_seconds": 120.0, "images_seen": {"labeled": 30, "unlabeled": 20}}
     ))
     if finished:
         (run / "metrics_test.json").write_text(json.dumps({"summary": {"mean": {"dice": {"mean": 0.75}}}}))
@@ -47,7 +53,8 @@ def test_stage_figures_of_a_run(tmp_path):
     assert (first["first_step"], first["last_step"], second["first_step"], second["last_step"]) == (5, 7, 8, 10)
     assert first["confident_fused"] == pytest.approx(0.6) and second["confident_fused"] == pytest.approx(0.9)
     assert first["frac_none"] == pytest.approx(0.4) and first["threshold"] == pytest.approx(0.52)
-    assert "| uncol_run | 75.0 | 4 + 6 | 2.0 | 30 + 12 | 60.0 | 70.0 (10) | 70.0 |" in table
+    # images trained on: 4 x 3 + 6 x 2 labeled, 6 x 2 unlabeled (of 30 + 20 drawn)
+    assert "| uncol_run | 75.0 | 4 + 6 | 2.0 | 24 + 12 | 60.0 | 70.0 (10) | 70.0 |" in table
     assert "| uncol_run | 5-7 | 0.520 | 2.0 / 60.0 / 60.0 | 0.0 / 50.0 / 10.0 / 40.0 |" in table
     assert json.loads((tmp_path / "s.json").read_text())[0]["test_dice"] == 0.75
 

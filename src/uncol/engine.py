@@ -196,6 +196,9 @@ class TrainSummary:
     cpu_seconds: float = 0.0
     #: images drawn into training batches: ``{"labeled": n, "unlabeled": n}`` (views counted).
     images_seen: dict[str, int] | None = None
+    #: of those, the images the steps trained on (:meth:`TrainingMethod.images_trained`; fewer where a
+    #: stage leaves part of the batch unused).
+    images_trained: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -209,6 +212,7 @@ class TrainSummary:
             "seconds": round(self.seconds, 3),
             "cpu_seconds": round(self.cpu_seconds, 3),
             "images_seen": self.images_seen or {"labeled": 0, "unlabeled": 0},
+            "images_trained": self.images_trained or {"labeled": 0, "unlabeled": 0},
             "parameters": self.parameters,
         }
 
@@ -772,6 +776,7 @@ class Trainer:
         summary = TrainSummary(
             self.paths.root, self.step, cfg.iterations, self.best_step, self.best_score, self.elapsed, self.parameters,
             self.cpu_elapsed, dict(self.images_seen),
+            type(self.method).images_trained(self.cfg, self.step, self.images_seen),
         )
         if self.ranks.distributed:  # same weights and EMA teachers on every rank, or a bug
             check_replicas(self.method.modules(), f"{self.paths.root}, step {self.step}")

@@ -102,6 +102,10 @@ def test_both_stages_end_to_end(tmp_path, fake_litemedsam, data2d, data3d, dims)
     rows = read_log(run)
     stages = column(rows, "stage")
     assert stages == [1, 1, 1, 2, 2, 2]
+    # Stage 1 reads the labeled batch only; stage 2 every labeled and unlabeled image of these sizes.
+    b, bu = cfg.train.batch_size, cfg.method.options.unlabeled_batch_size
+    assert summary.images_seen == {"labeled": 6 * b, "unlabeled": 6 * bu}
+    assert summary.images_trained == {"labeled": 6 * b, "unlabeled": 3 * bu}
     # Stage 1: supervised + both distillation paths with a ramped weight.
     s1 = rows[:3]
     assert all(float(r["loss_visual"]) > 0 and float(r["loss_semantic"]) > 0 for r in s1)

@@ -260,3 +260,25 @@ def test_confident_fractions_are_logged(tmp_path, fake_litemedsam, data2d):
     rows = [r for r in read_log(tmp_path / "spec") if float(r["stage"]) == 2]
     assert rows and all(0 <= float(r["confident_specialized"]) <= 1 for r in rows)
     assert all(r.get("confident_general", "") == "" for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("stage2_labeled", "unlabeled", "world", "expected"),
+    [
+        (0, 2, 1, {"labeled": 10 * 4, "unlabeled": 4 * 2}),  # stage 2 reads every drawn image
+        (2, 2, 1, {"labeled": 6 * 4 + 4 * 2, "unlabeled": 4 * 2}),  # 2 of the 4 labeled in stage 2
+        (2, 4, 1, {"labeled": 6 * 4 + 4 * 2, "unlabeled": 4 * 2}),  # unlabeled images beyond the pairs unused
+        (2, 2, 2, {"labeled": 2 * (6 * 4 + 4 * 2), "unlabeled": 2 * 4 * 2}),  # two processes draw twice
+    ],
+)
+def test_images_trained_counts_what_each_stage_reads(tmp_path, data2d, stage2_labeled, unlabeled, world, expected):
+    from uncol.methods.registry import images_trained
+
+    cfg = uncol_config(tmp_path, data2d, method={"stage1_fraction": 0.6, "stage2_labeled_batch": stage2_labeled,
+                                                "unlabeled_batch_size": unlabeled}, iterations=10, batch_size=4)
+    drawn = {"labeled": world * 10 * 4, "unlabeled": world * 10 * unlabeled}
+    assert images_trained(cfg, 10, drawn) == expected
+    # Part-way through stage 1 nothing unlabeled has been trained on.
+    assert images_trained(cfg, 5, {"labeled": 5 * 4, "unlabeled": 5 * unlabeled}) == {"labeled": 20, "unlabeled": 0}
+    stage1_only = uncol_config(tmp_path, data2d, method={"pseudo_labels": "none"}, iterations=10, batch_size=4)
+    assert images_trained(stage1_only, 10, {"labeled": 40, "unlabeled": 0}) == {"labeled": 40, "unlabeled": 0}

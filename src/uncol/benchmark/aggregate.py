@@ -21,8 +21,11 @@ class RunResult:
         cases: per metric (``dice``, ``jaccard``, ``hd95``, ``asd``), case -> mean over classes.
         cpu_seconds: CPU seconds of its training loop.
         iterations: training steps.
-        images_labeled: labeled images it trained on (``None`` when the engine did not record it).
-        images_unlabeled: unlabeled images it trained on.
+        images_labeled: labeled images drawn into its batches (``None`` when the engine did not record it).
+        images_unlabeled: unlabeled images drawn into its batches.
+        trained_labeled: of the drawn labeled images, those its steps trained on (a stage may leave part of
+            the batch unused: :meth:`uncol.methods.TrainingMethod.images_trained`).
+        trained_unlabeled: of the drawn unlabeled images, those its steps trained on.
         best_step: the step of its validation-selected checkpoint.
     """
 
@@ -34,6 +37,8 @@ class RunResult:
     iterations: int | None = None
     images_labeled: int | None = None
     images_unlabeled: int | None = None
+    trained_labeled: int | None = None
+    trained_unlabeled: int | None = None
     best_step: int | None = None
 
     def mean(self, metric: str) -> float | None:
@@ -51,6 +56,7 @@ def group_runs(rows: Sequence[dict[str, Any]]) -> dict[tuple[float, str, int], R
             run = runs[key] = RunResult(
                 key[1], key[0], key[2], cpu_seconds=row.get("cpu_seconds"), iterations=row.get("iterations"),
                 images_labeled=row.get("images_labeled"), images_unlabeled=row.get("images_unlabeled"),
+                trained_labeled=row.get("trained_labeled"), trained_unlabeled=row.get("trained_unlabeled"),
                 best_step=row.get("best_step"),
             )
         for metric in METRIC_NAMES:

@@ -1,8 +1,8 @@
 """The grid's results: one row per finished run and test case, written to ``results.csv``.
 
 A row holds the case's metrics per foreground class and their mean over classes (the case mean that
-``metrics_test.json``'s ``mean`` row averages), with the run's CPU seconds, iterations, images seen,
-selected step and the commit it was trained at. Runs without ``metrics_test.json`` give no rows.
+``metrics_test.json``'s ``mean`` row averages), with the run's CPU seconds, iterations, images drawn
+and trained on, selected step and the commit it was trained at. Runs without ``metrics_test.json`` give no rows.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from uncol.benchmark.plan import PlannedRun, RunStatus, read_summary, run_status
 from uncol.benchmark.state import GridState
 from uncol.benchmark.stats import defined_mean
 from uncol.errors import UncolError
+from uncol.methods.registry import images_trained
 from uncol.metrics.case_metrics import METRIC_NAMES
 from uncol.runs import RunPaths, load_run_config
 
 Row = dict[str, Any]
 KEY_COLUMNS = ("dataset", "labeled", "method", "seed", "case")
 RUN_COLUMNS = (
-    "cpu_seconds", "iterations", "images_labeled", "images_unlabeled", "best_step", "commit", "dirty", "convention",
-    "distance_unit",
+    "cpu_seconds", "iterations", "images_labeled", "images_unlabeled", "trained_labeled", "trained_unlabeled",
+    "best_step", "commit", "dirty", "convention", "distance_unit",
 )
 
 
@@ -53,12 +54,16 @@ def run_rows(dataset: str, run: PlannedRun, state: GridState) -> list[Row]:
     columns = class_columns(cfg.data.class_names, cfg.data.num_classes)
     summary = read_summary(run.run_dir) or {}
     seen = summary.get("images_seen") or {}
+    # Computed from the config rather than read from the summary: runs recorded before summaries held it too.
+    trained = images_trained(cfg, int(summary.get("steps_done") or 0), seen) if seen else {}
     started = (state.run(run.name) or {}).get("started") or {}
     run_values = {
         "cpu_seconds": summary.get("cpu_seconds"),
         "iterations": summary.get("iterations"),
         "images_labeled": seen.get("labeled"),
         "images_unlabeled": seen.get("unlabeled"),
+        "trained_labeled": trained.get("labeled"),
+        "trained_unlabeled": trained.get("unlabeled"),
         "best_step": summary.get("best_step"),
         "commit": started.get("commit"),
         "dirty": started.get("dirty"),

@@ -61,16 +61,24 @@ def _fmt_range(values: Sequence[float | None]) -> str:
     return f"{low:,.0f}" if low == high else f"{low:,.0f}–{high:,.0f}"
 
 
-def images_seen_line(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> str:
-    """One sentence: images a run of each method trained on (the range over its finished runs)."""
+def images_trained_line(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> str:
+    """One sentence: images a run of each method trained on (the range over its finished runs), and the
+    images drawn into its batches where a stage left some of them unused."""
     runs = list(group_runs(rows).values())
     parts = []
     for m in methods:
         mine = [r for r in runs if r.method == m]
-        lab = _fmt_range([r.images_labeled for r in mine])
-        unl = _fmt_range([r.images_unlabeled for r in mine])
-        parts.append(f"{m} {lab} labeled + {unl} unlabeled" if mine else f"{m} {MISSING}")
-    return "Images seen per run (range over the finished runs): " + "; ".join(parts) + "."
+        if not mine:
+            parts.append(f"{m} {MISSING}")
+            continue
+        trained = _fmt_pair([r.trained_labeled for r in mine], [r.trained_unlabeled for r in mine])
+        drawn = _fmt_pair([r.images_labeled for r in mine], [r.images_unlabeled for r in mine])
+        parts.append(f"{m} {trained}" + ("" if drawn == trained else f" (drawn: {drawn})"))
+    return "Images trained on per run (range over the finished runs): " + "; ".join(parts) + "."
+
+
+def _fmt_pair(labeled: Sequence[int | None], unlabeled: Sequence[int | None]) -> str:
+    return f"{_fmt_range(labeled)} labeled + {_fmt_range(unlabeled)} unlabeled"
 
 
 def metrics_table(
@@ -84,13 +92,13 @@ def metrics_table(
     runs = group_runs(rows)
     lines = [
         "| labeled | method | seeds | Dice (%) | Jaccard (%) | HD95 | ASD | iterations | best step | CPU min | "
-        "images seen (labeled + unlabeled) |",
+        "images trained on (labeled + unlabeled) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for labeled, method in cells:
         mine = [runs[(labeled, method, s)] for s in seeds if (labeled, method, s) in runs]
         cpu = [r.cpu_seconds / 60 for r in mine if r.cpu_seconds is not None]
-        images = f"{_fmt_count([r.images_labeled for r in mine])} + {_fmt_count([r.images_unlabeled for r in mine])}"
+        images = f"{_fmt_count([r.trained_labeled for r in mine])} + {_fmt_count([r.trained_unlabeled for r in mine])}"
         lines.append(
             f"| {format_labeled_cell(labeled)} | {method} | {len(mine)}/{(planned or {}).get((labeled, method), len(seeds))} "
             f"| {_fmt_mean_std(_metric_values(mine, 'dice'), 100, 2)} "
@@ -176,7 +184,7 @@ def render_tables(
         f"# Benchmark: {dataset}",
         "",
         budget_note,
-        images_seen_line(rows, methods),
+        images_trained_line(rows, methods),
         "",
         "## Test split: mean ± std over seeds",
         "",

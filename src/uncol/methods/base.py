@@ -7,7 +7,7 @@ schedule, mixed precision, validation, checkpoints and logs. This mirrors nnU-Ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +97,24 @@ class TrainingMethod:
     def speed_options(cls) -> frozenset[str]:
         """Dotted options of this method that change how fast it computes, never what: a resumed run may change them."""
         return frozenset()
+
+    @classmethod
+    def images_trained(cls, cfg: Config, steps: int, drawn: Mapping[str, int]) -> dict[str, int]:
+        """Images the first ``steps`` steps of a run trained on, of the ``drawn`` ones (``images_seen``).
+
+        The loader draws the same batch every step; a method whose stages leave part of it unused (a
+        pretraining stage that draws unlabeled images it does not read) overrides this. Computed from the
+        configuration alone, so that finished runs' records can be read with it.
+
+        Args:
+            cfg: the run's configuration.
+            steps: steps done.
+            drawn: images drawn into those steps' batches, ``{"labeled": n, "unlabeled": n}``.
+
+        Returns:
+            ``{"labeled": n, "unlabeled": n}``; the default: every drawn image.
+        """
+        return {"labeled": int(drawn.get("labeled", 0)), "unlabeled": int(drawn.get("unlabeled", 0))}
 
     def data_needs(self) -> DataNeeds:
         """What the method needs in each batch (unlabeled images, views); the default: labeled images only."""

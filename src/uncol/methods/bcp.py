@@ -20,6 +20,7 @@ sum over the two mixed images. Validation, evaluation and prediction use the stu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +38,12 @@ from uncol.methods.losses import masked_dice_ce
 from uncol.methods.postprocess import keep_largest_component_per_class
 from uncol.methods.registry import register_method
 from uncol.methods.uncertainty import class_argmax
+
+
+def pretrain_steps(cfg: Config) -> int:
+    """Steps of the pretraining stage: ``method.bcp.pretrain_fraction`` of ``train.iterations``."""
+    return int(round(cfg.method.options.pretrain_fraction * cfg.train.iterations))
+
 
 #: Stream tag of the per-step box generator (distinct from the data streams' 0 and 1).
 BOX_STREAM = 31
@@ -120,8 +127,15 @@ class BCP(TrainingMethod):
     def __init__(self, cfg: Config, network: nn.Module) -> None:
         super().__init__(cfg, network)
         o: BCPOptions = self.options
-        self.pretrain_steps = int(round(o.pretrain_fraction * cfg.train.iterations))
+        self.pretrain_steps = pretrain_steps(cfg)
         self.ema = EMA(network, o.ema_decay)
+
+    @classmethod
+    def images_trained(cls, cfg: Config, steps: int, drawn: Mapping[str, int]) -> dict[str, int]:
+        """Pretraining reads the labeled batch only (the unlabeled images drawn with it are not used)."""
+        unlabeled_per_step = int(drawn.get("unlabeled", 0)) // max(1, steps)
+        return {"labeled": int(drawn.get("labeled", 0)),
+                "unlabeled": unlabeled_per_step * max(0, steps - pretrain_steps(cfg))}
 
     @classmethod
     def validate_config(cls, cfg: Config) -> None:

@@ -29,12 +29,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from uncol.errors import ConfigError
 
 if TYPE_CHECKING:
+    from uncol.config import Config
     from uncol.methods.base import TrainingMethod
 
 _METHODS: dict[str, type[TrainingMethod]] = {}
@@ -81,6 +83,12 @@ def get_method(name: str) -> type[TrainingMethod]:
             f"method.name: unknown method {name!r}; known: {', '.join(_METHODS)} "
             "(a method of your own is registered by the module named in method.module)"
         ) from None
+
+
+def images_trained(cfg: Config, steps: int, drawn: Mapping[str, int]) -> dict[str, int]:
+    """Images a run of ``cfg`` trained on in ``steps`` steps, of the ``drawn`` ones (``images_seen`` of its
+    ``summary.json``): :meth:`TrainingMethod.images_trained` of its method."""
+    return get_method(cfg.method.name).images_trained(cfg, steps, drawn)
 
 
 def import_method_module(spec: str) -> None:

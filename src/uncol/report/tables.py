@@ -90,8 +90,14 @@ def runs_table(runs: Sequence[RunData]) -> str:
         return "–" if step is None else f"step {step}" + (f" (val Dice {100 * dice:.1f}%)" if dice is not None else "")
 
     def seen(r: RunData) -> str:
-        s = summary(r, "images_seen") or {}
-        return f"{s.get('labeled', 0):,} labeled, {s.get('unlabeled', 0):,} unlabeled" if s else "–"
+        drawn = summary(r, "images_seen") or {}
+        if not drawn:
+            return "–"
+        used = summary(r, "images_trained") or drawn  # summaries before images_trained: the drawn images
+        text = f"{used.get('labeled', 0):,} labeled, {used.get('unlabeled', 0):,} unlabeled"
+        if used != drawn:
+            text += f" (drawn: {drawn.get('labeled', 0):,} + {drawn.get('unlabeled', 0):,})"
+        return text
 
     def evaluated(r: RunData) -> str:
         m = r.metrics
@@ -109,7 +115,7 @@ def runs_table(runs: Sequence[RunData]) -> str:
         ("selected weights", best),
         ("CPU time (training loop)", lambda r: _minutes(summary(r, "cpu_seconds"))),
         ("wall time", lambda r: _minutes(summary(r, "seconds"))),
-        ("images seen in training", seen),
+        ("images trained on", seen),
         ("parameters", lambda r: f"{summary(r, 'parameters'):,}" if summary(r, "parameters") else "–"),
         ("evaluated", evaluated),
     ]

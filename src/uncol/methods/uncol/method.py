@@ -44,7 +44,7 @@ each teacher, by both and by neither are returned for the logs. Table 4's ablati
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,13 @@ STAGE2_OPTIONS = frozenset(
 )
 
 
+def stage1_steps(cfg: Config) -> int:
+    """Steps of stage 1: every step without pseudo-labels, else ``stage1_fraction`` of ``train.iterations``."""
+    m: UnCoLOptions = cfg.method.options
+    it = cfg.train.iterations
+    return it if m.pseudo_labels == "none" else int(round(m.stage1_fraction * it))
+
+
 @register_method
 class UnCoLMethod(TrainingMethod):
     """The UnCoL training method (both stages, 2D and 3D)."""
@@ -95,8 +102,7 @@ class UnCoLMethod(TrainingMethod):
             raise ConfigError(f"model.arch: method.name=uncol needs the UnCoL student, got {type(network).__name__}")
         m: UnCoLOptions = self.options
         self.m = m
-        it = cfg.train.iterations
-        self.stage1_steps = it if m.pseudo_labels == "none" else int(round(m.stage1_fraction * it))
+        self.stage1_steps = stage1_steps(cfg)
         self.use_visual = m.distill in ("both", "visual")
         self.use_semantic = m.distill in ("both", "semantic")
         self.stage2_visual = self.use_visual and m.stage2_visual
@@ -199,6 +205,20 @@ class UnCoLMethod(TrainingMethod):
     @classmethod
     def speed_options(cls) -> frozenset[str]:
         return frozenset({"method.uncol.lazy_unlabeled_targets"})
+
+    @classmethod
+    def images_trained(cls, cfg: Config, steps: int, drawn: Mapping[str, int]) -> dict[str, int]:
+        """Stage 1 reads the labeled batch only (the unlabeled images drawn for stage 2 are not used); stage 2
+        the first ``stage2_labeled_batch`` labeled images and the unlabeled ones they are paired with."""
+        m = cfg.method.options
+        s1 = min(steps, stage1_steps(cfg))
+        s2 = steps - s1
+        b, bu = cfg.train.batch_size, max(1, m.unlabeled_batch_size)
+        n = min(b, m.stage2_labeled_batch or b)
+        # Per step as drawn: the batch times the number of processes (distributed runs draw on each).
+        per_l = int(drawn.get("labeled", 0)) // max(1, steps)
+        per_u = int(drawn.get("unlabeled", 0)) // max(1, steps)
+        return {"labeled": per_l * s1 + per_l * n // b * s2, "unlabeled": per_u * min(n, bu) // bu * s2}
 
     def data_needs(self) -> DataNeeds:
         # Crops of padded volumes (train.pad_to) start at whole tokens: the teacher targets crop exactly.
