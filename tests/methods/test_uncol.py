@@ -164,7 +164,9 @@ def test_stage2_ablation_branched_from_the_stage1_checkpoint_equals_a_run_from_s
     Trainer(full, tmp_path / "full", show_progress=False).fit()
     point = RunPaths(tmp_path / "full").branch_point(3)
     assert point.exists()  # the engine keeps the stage-switch checkpoint of every UnCoL run
-    ablation = with_method(full, pseudo_labels="specialized", threshold_start=0.3, consistency_weight=0.3)
+    # The unlabeled batch too: stage 1 draws unlabeled images (their own seeded stream) but never reads them.
+    ablation = with_method(full, pseudo_labels="specialized", threshold_start=0.3, consistency_weight=0.3,
+                           unlabeled_batch_size=1)
     Trainer(ablation, tmp_path / "scratch", show_progress=False).fit()
     branch = tmp_path / "branch"
     Trainer(ablation, branch, show_progress=False, branch_from=point).fit()

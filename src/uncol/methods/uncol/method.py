@@ -77,7 +77,7 @@ STAGE2_OPTIONS = frozenset(
     for k in (
         "pseudo_labels", "threshold_start", "threshold_end", "threshold_base", "consistency_weight",
         "consistency_rampup", "stage2_visual", "teacher_min_dice", "stage2_labeled_batch", "stage2_box_jitter",
-        "stage2_labeled_context", "foundation_refresh",
+        "stage2_labeled_context", "foundation_refresh", "unlabeled_batch_size",
     )
 )
 
@@ -213,12 +213,12 @@ class UnCoLMethod(TrainingMethod):
         m = cfg.method.options
         s1 = min(steps, stage1_steps(cfg))
         s2 = steps - s1
-        b, bu = cfg.train.batch_size, max(1, m.unlabeled_batch_size)
+        b = cfg.train.batch_size
         n = min(b, m.stage2_labeled_batch or b)
-        # Per step as drawn: the batch times the number of processes (distributed runs draw on each).
-        per_l = int(drawn.get("labeled", 0)) // max(1, steps)
-        per_u = int(drawn.get("unlabeled", 0)) // max(1, steps)
-        return {"labeled": per_l * s1 + per_l * n // b * s2, "unlabeled": per_u * min(n, bu) // bu * s2}
+        # Processes drawing a batch each (distributed runs): from the labeled draws, whose size no stage changes
+        # (the unlabeled batch is a stage-2 option, which a branched run may have changed at the switch).
+        world = max(1, round(int(drawn.get("labeled", 0)) / max(1, steps * b)))
+        return {"labeled": world * (b * s1 + n * s2), "unlabeled": world * min(n, m.unlabeled_batch_size) * s2}
 
     def data_needs(self) -> DataNeeds:
         # Crops of padded volumes (train.pad_to) start at whole tokens: the teacher targets crop exactly.
