@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from uncol.demo_run import DEMO_METHODS, run_demo
-from uncol.methods.registry import images_trained
+from uncol.methods.registry import summary_images_trained
 from uncol.runs import RunPaths, load_run_config
 
 
@@ -40,8 +40,7 @@ def _run(out: Path, method: str, seed: int, overrides: list[str], iterations: in
                  overrides=[f"train.seed={seed}", "train.threads=1", *overrides], evaluate_splits=("test",))
     summary = json.loads(paths.summary.read_text())
     test = json.loads(paths.metrics("test").read_text())["summary"]
-    # From the config: runs recorded before summaries held images_trained read the same way.
-    trained = images_trained(load_run_config(run_dir), summary["steps_done"], summary["images_seen"])
+    trained = summary_images_trained(load_run_config(run_dir), summary)
     return {"summary": summary, "test": test, "trained": trained}
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from uncol.methods.registry import images_trained
+from uncol.methods.registry import summary_images_trained
 from uncol.runs import load_run_config
 
 #: Per-step pseudo-label figures of UnCoL's stage 2, in report order (``uncol.methods.uncol.method``).
@@ -103,9 +103,8 @@ def summarise(run: Path, parts: int = 3) -> dict[str, Any]:
     val = [(int(r["step"]), _number(r["dice_mean"])) for r in _read_csv(run / "val.csv")]
     before = [d for s, d in val if s <= last_stage1]
     best_step, best = max(val, key=lambda sv: sv[1]) if val else (None, math.nan)
-    seen = summary.get("images_seen") or {}
     # The images the steps trained on (stage 1 does not read the unlabeled images drawn with it).
-    trained = images_trained(load_run_config(run), int(summary.get("steps_done") or 0), seen) if seen else {}
+    trained = summary_images_trained(load_run_config(run), summary) or {}
     return {
         "run": str(run),
         "test_dice": test,

@@ -267,9 +267,7 @@ def comparison_table(results: dict[str, dict[str, Any]], class_names: list[str])
     rows.append(["training steps", *[str(results[m]["train"]["steps_done"]) for m in methods]])
     rows.append(["training CPU s", *[f"{results[m]['train']['cpu_seconds']:.0f}" for m in methods]])
     for kind in ("labeled", "unlabeled"):
-        # What the steps trained on; summaries written before images_trained existed give the drawn images.
-        used = [results[m]["train"].get("images_trained") or results[m]["train"]["images_seen"] for m in methods]
-        rows.append([f"{kind} images trained on", *[str(u[kind]) for u in used]])
+        rows.append([f"{kind} images trained on", *[str(results[m]["train"]["images_trained"][kind]) for m in methods]])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
              for r in [head, *rows]]

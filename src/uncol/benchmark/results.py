@@ -19,7 +19,7 @@ from uncol.benchmark.plan import PlannedRun, RunStatus, read_summary, run_status
 from uncol.benchmark.state import GridState
 from uncol.benchmark.stats import defined_mean
 from uncol.errors import UncolError
-from uncol.methods.registry import images_trained
+from uncol.methods.registry import summary_images_trained
 from uncol.metrics.case_metrics import METRIC_NAMES
 from uncol.runs import RunPaths, load_run_config
 
@@ -54,8 +54,7 @@ def run_rows(dataset: str, run: PlannedRun, state: GridState) -> list[Row]:
     columns = class_columns(cfg.data.class_names, cfg.data.num_classes)
     summary = read_summary(run.run_dir) or {}
     seen = summary.get("images_seen") or {}
-    # Computed from the config rather than read from the summary: runs recorded before summaries held it too.
-    trained = images_trained(cfg, int(summary.get("steps_done") or 0), seen) if seen else {}
+    trained = summary_images_trained(cfg, summary) or {}
     started = (state.run(run.name) or {}).get("started") or {}
     run_values = {
         "cpu_seconds": summary.get("cpu_seconds"),

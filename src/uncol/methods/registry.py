@@ -31,7 +31,7 @@ import importlib.util
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from uncol.errors import ConfigError
 
@@ -89,6 +89,14 @@ def images_trained(cfg: Config, steps: int, drawn: Mapping[str, int]) -> dict[st
     """Images a run of ``cfg`` trained on in ``steps`` steps, of the ``drawn`` ones (``images_seen`` of its
     ``summary.json``): :meth:`TrainingMethod.images_trained` of its method."""
     return get_method(cfg.method.name).images_trained(cfg, steps, drawn)
+
+
+def summary_images_trained(cfg: Config, summary: Mapping[str, Any]) -> dict[str, int] | None:
+    """:func:`images_trained` of a run from its ``summary.json`` (``steps_done``, ``images_seen``), or ``None``
+    when the summary records no images. From the config, not the summary's own ``images_trained``, so that
+    summaries written before it existed read the same."""
+    seen = summary.get("images_seen")
+    return images_trained(cfg, int(summary.get("steps_done") or 0), seen) if seen else None
 
 
 def import_method_module(spec: str) -> None:

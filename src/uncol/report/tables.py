@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from uncol.methods.registry import summary_images_trained
 from uncol.report.figures import SCORE_LABELS
 from uncol.report.rundata import RunData
 
@@ -93,7 +94,7 @@ def runs_table(runs: Sequence[RunData]) -> str:
         drawn = summary(r, "images_seen") or {}
         if not drawn:
             return "–"
-        used = summary(r, "images_trained") or drawn  # summaries before images_trained: the drawn images
+        used = summary_images_trained(r.cfg, r.summary or {}) or {}
         text = f"{used.get('labeled', 0):,} labeled, {used.get('unlabeled', 0):,} unlabeled"
         if used != drawn:
             text += f" (drawn: {drawn.get('labeled', 0):,} + {drawn.get('unlabeled', 0):,})"
