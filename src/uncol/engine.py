@@ -459,7 +459,7 @@ class Trainer:
             self._check_modules(state, only=("network",))
         needs = self.method.data_needs()
         unlabeled = None
-        if needs.unlabeled_batch_size > 0:
+        if needs.reads_unlabeled:
             with bar(total=len(self.splits.unlabeled), desc="loading unlabeled cases", leave=False) as pb:
                 unlabeled = SampleSet(
                     self.splits.unlabeled, cfg, use_labels=False, progress=lambda i, n: pb.update(1),
@@ -480,6 +480,7 @@ class Trainer:
         self.batches = StepBatches(
             labeled, cfg.train.batch_size, cfg.train.seed, augment, unlabeled, needs.unlabeled_batch_size, needs.views,
             self.ranks.rank, self.ranks.world_size, needs.crop_multiple,
+            [(p.start, p.labeled, p.unlabeled) for p in needs.phases],
         )
         if not self.ranks.is_writer:
             barrier()  # rank 0 prepares first (e.g. fills the teacher cache), the others then read what it wrote

@@ -118,10 +118,10 @@ def test_bcp_both_stages_end_to_end(tmp_path, data2d, data3d, dims):  # noqa: F8
     assert len(column(rows, "loss_unlabeled_outside")) == 3 and len(column(rows, "loss_labeled_outside")) == 3
     assert all(0.0 <= v <= 1.0 for v in column(rows, "largest_component_reset"))
     assert teacher_differs_from_student(modules_of(tmp_path / "run"))
-    # The unlabeled images drawn during pretraining are not trained on.
+    # Pretraining draws no unlabeled images: every drawn image is trained on.
     b = cfg.train.batch_size
-    assert out["train"]["images_seen"] == {"labeled": 6 * b, "unlabeled": 6 * b}
-    assert out["train"]["images_trained"] == {"labeled": 6 * b, "unlabeled": 3 * b}
+    assert out["train"]["images_seen"] == {"labeled": 6 * b, "unlabeled": 3 * b}
+    assert out["train"]["images_trained"] == out["train"]["images_seen"]
     assert RunPaths(tmp_path / "run").branch_point(3).exists()  # the switch checkpoint is kept
 
 

@@ -14,7 +14,7 @@ from fixtures_data import make_hdf5_dataset
 from uncol.config import config_from_dict, config_reference_markdown
 from uncol.data.training import SampleSet, StepBatches
 from uncol.engine import Trainer
-from uncol.errors import ConfigError
+from uncol.errors import ConfigError, DataError
 from uncol.methods import get_method, method_names, register_method
 from uncol.methods.base import TrainingMethod
 from uncol.runs import RunPaths, load_run_config
@@ -177,3 +177,44 @@ def test_views_repeat_each_drawn_sample_with_independent_augmentations(tmp_path)
     assert np.array_equal(b["image"].numpy(), again["image"].numpy())  # still a pure function of (seed, step)
     with pytest.raises(ValueError, match="views"):
         StepBatches(labeled, 3, seed=0, augment=None, views=0)
+
+
+def test_phases_draw_the_first_images_of_the_full_batch(tmp_path):
+    cfg = config_from_dict(tiny_values(tmp_path))
+    from uncol.data.index import discover
+    from uncol.data.splits import make_splits
+
+    splits = make_splits(discover(cfg.data), cfg.split)
+    labeled = SampleSet(splits.labeled, cfg, use_labels=True)
+    full = StepBatches(labeled, 4, seed=0, augment=cfg.augment, unlabeled=labeled, unlabeled_batch_size=2)
+    phased = StepBatches(labeled, 4, seed=0, augment=cfg.augment, unlabeled=labeled,
+                         phases=[(0, 4, 0), (3, 2, 1)])
+    assert phased.sizes(2) == (4, 0) and phased.sizes(3) == (2, 1) and phased.sizes(100) == (2, 1)
+    early = phased[2]
+    assert early["image"].shape[0] == 4 and "unlabeled_image" not in early  # nothing unlabeled drawn
+    assert np.array_equal(early["image"].numpy(), full[2]["image"].numpy())
+    late, late_full = phased[4], full[4]
+    assert late["image"].shape[0] == 2 and late["unlabeled_image"].shape[0] == 1
+    # A phase reading fewer images reads the same ones: the first of the full batch, augmentations included.
+    assert np.array_equal(late["image"].numpy(), late_full["image"].numpy()[:2])
+    assert late["ids"] == late_full["ids"][:2] and late["geometry"] == late_full["geometry"][:2]
+    assert np.array_equal(late["unlabeled_image"].numpy(), late_full["unlabeled_image"].numpy()[:1])
+    with pytest.raises(DataError, match="unlabeled"):
+        StepBatches(labeled, 4, seed=0, augment=None, phases=[(0, 4, 0), (3, 2, 1)])
+
+
+def test_data_needs_phases_are_checked_and_counted():
+    from uncol.methods import BatchPhase, DataNeeds
+    from uncol.methods.base import phase_totals
+
+    needs = DataNeeds(phases=(BatchPhase(0, 4, 0), BatchPhase(6, 2, 2)))
+    assert needs.reads_unlabeled and not DataNeeds(phases=(BatchPhase(0, 4, 0),)).reads_unlabeled
+    assert DataNeeds(unlabeled_batch_size=1).reads_unlabeled and not DataNeeds().reads_unlabeled
+    assert phase_totals(needs.phases, 10) == {"labeled": 6 * 4 + 4 * 2, "unlabeled": 4 * 2}
+    assert phase_totals(needs.phases, 5) == {"labeled": 5 * 4, "unlabeled": 0}
+    with pytest.raises(ValueError, match="begin at 0"):
+        DataNeeds(phases=(BatchPhase(1, 4, 0),))
+    with pytest.raises(ValueError, match="increase"):
+        DataNeeds(phases=(BatchPhase(0, 4, 0), BatchPhase(0, 2, 2)))
+    with pytest.raises(ValueError, match="labeled"):
+        DataNeeds(phases=(BatchPhase(0, 0, 2),))

@@ -102,10 +102,13 @@ def test_both_stages_end_to_end(tmp_path, fake_litemedsam, data2d, data3d, dims)
     rows = read_log(run)
     stages = column(rows, "stage")
     assert stages == [1, 1, 1, 2, 2, 2]
-    # Stage 1 reads the labeled batch only; stage 2 every labeled and unlabeled image of these sizes.
-    b, bu = cfg.train.batch_size, cfg.method.options.unlabeled_batch_size
-    assert summary.images_seen == {"labeled": 6 * b, "unlabeled": 6 * bu}
-    assert summary.images_trained == {"labeled": 6 * b, "unlabeled": 3 * bu}
+    # Stage 1 draws the labeled batch only; stage 2 the stage2_labeled_batch images it reads and as many
+    # unlabeled ones as it pairs them with: every drawn image is trained on.
+    m = cfg.method.options
+    b = cfg.train.batch_size
+    n = min(b, m.stage2_labeled_batch or b)
+    assert summary.images_seen == {"labeled": 3 * b + 3 * n, "unlabeled": 3 * min(n, m.unlabeled_batch_size)}
+    assert summary.images_trained == summary.images_seen
     # Stage 1: supervised + both distillation paths with a ramped weight.
     s1 = rows[:3]
     assert all(float(r["loss_visual"]) > 0 and float(r["loss_semantic"]) > 0 for r in s1)

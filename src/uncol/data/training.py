@@ -202,6 +202,10 @@ class StepBatches(Dataset):
     Used with ``DataLoader(batch_size=None, sampler=range(start, iterations))`` so workers prefetch
     whole steps, and the content of step ``s`` depends only on ``(seed, s)``.
 
+    ``phases`` (``(start, labeled, unlabeled)`` per phase, the first starting at step 0) change the batch
+    over the run: a step draws only the images its phase reads. Each stream draws its images in the same
+    order whatever their number, so a smaller batch holds the first images of the full one.
+
     With ``world_size`` > 1 (data-parallel training, uncol.distributed_training) every rank draws the
     global batch of ``world_size * batch_size`` samples from the same seeded stream and keeps slice
     ``rank`` of it: the ranks' batches are disjoint draws, and together exactly the batch one process
@@ -223,12 +227,14 @@ class StepBatches(Dataset):
         rank: int = 0,
         world_size: int = 1,
         crop_multiple: int = 1,
+        phases: Sequence[tuple[int, int, int]] = (),
     ) -> None:
         if views < 1:
             raise ValueError(f"views must be >= 1, got {views}")
         if len(labeled) == 0:
             raise DataError(None, "no labeled training samples: check the split and data.root")
-        if unlabeled_batch_size > 0 and (unlabeled is None or len(unlabeled) == 0):
+        reads_unlabeled = any(p[2] > 0 for p in phases) if phases else unlabeled_batch_size > 0
+        if reads_unlabeled and (unlabeled is None or len(unlabeled) == 0):
             raise DataError(None, "the method needs unlabeled data but the split has no unlabeled cases")
         self.labeled = labeled
         self.unlabeled = unlabeled
@@ -240,6 +246,16 @@ class StepBatches(Dataset):
         self.rank = rank
         self.world_size = world_size
         self.crop_multiple = crop_multiple
+        self.phases = tuple(tuple(int(v) for v in p) for p in phases)
+
+    def sizes(self, step: int) -> tuple[int, int]:
+        """``(labeled, unlabeled)`` images per rank in ``step``'s batch."""
+        sizes = (self.batch_size, self.unlabeled_batch_size)
+        for start, n_labeled, n_unlabeled in self.phases:
+            if start > step:
+                break
+            sizes = (n_labeled, n_unlabeled)
+        return sizes
 
     def __len__(self) -> int:  # pragma: no cover - indexed by step through a sampler
         return 2**62
@@ -264,12 +280,11 @@ class StepBatches(Dataset):
         return image, label, ids, geometry
 
     def __getitem__(self, step: int) -> dict[str, object]:
-        image, label, ids, geo = self._stream(self.labeled, self.batch_size, int(step), self.LABELED_STREAM)
+        n_labeled, n_unlabeled = self.sizes(int(step))
+        image, label, ids, geo = self._stream(self.labeled, n_labeled, int(step), self.LABELED_STREAM)
         batch: dict[str, object] = {"step": int(step), "image": image, "label": label, "ids": ids, "geometry": geo}
-        if self.unlabeled_batch_size > 0 and self.unlabeled is not None:
-            u_image, _, u_ids, u_geo = self._stream(
-                self.unlabeled, self.unlabeled_batch_size, int(step), self.UNLABELED_STREAM
-            )
+        if n_unlabeled > 0 and self.unlabeled is not None:
+            u_image, _, u_ids, u_geo = self._stream(self.unlabeled, n_unlabeled, int(step), self.UNLABELED_STREAM)
             batch["unlabeled_image"] = u_image
             batch["unlabeled_ids"] = u_ids
             batch["unlabeled_geometry"] = u_geo

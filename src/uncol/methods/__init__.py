@@ -15,7 +15,7 @@ from uncol.config import Config
 # the lower bound.
 from uncol.methods import supervised  # noqa: F401  # isort: skip
 from uncol.methods import bcp, mean_teacher, ua_mt, uncol  # noqa: F401
-from uncol.methods.base import DataNeeds, StepContext, TrainingMethod
+from uncol.methods.base import BatchPhase, DataNeeds, StepContext, TrainingMethod
 from uncol.methods.registry import get_method, import_method_module, method_names, register_method
 
 
@@ -26,6 +26,7 @@ def build_method(cfg: Config, network: nn.Module) -> TrainingMethod:
 
 
 __all__ = [
+    "BatchPhase",
     "DataNeeds",
     "StepContext",
     "TrainingMethod",

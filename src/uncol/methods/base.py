@@ -42,12 +42,27 @@ class StepContext:
 
 
 @dataclass(frozen=True)
+class BatchPhase:
+    """The batch of the steps from ``start`` on, until the next phase starts.
+
+    Attributes:
+        start: first step of the phase.
+        labeled: labeled images per step and process.
+        unlabeled: unlabeled images per step and process (0: the batch carries none).
+    """
+
+    start: int
+    labeled: int
+    unlabeled: int
+
+
+@dataclass(frozen=True)
 class DataNeeds:
     """What a method needs from the data pipeline in every step's batch.
 
     The engine always provides ``image`` ``(B, C, *spatial)``, ``label`` ``(B, *spatial)``, the drawn
     samples' ``ids`` and the views' ``geometry`` (flips, quarter turns, free rotation angle; for mapping
-    cached per-sample targets onto the view), with ``B = train.batch_size``.
+    cached per-sample targets onto the view), with ``B = train.batch_size`` unless ``phases`` say otherwise.
 
     Attributes:
         unlabeled_batch_size: unlabeled images per step; > 0 adds ``unlabeled_image``,
@@ -57,11 +72,43 @@ class DataNeeds:
             augmentations), in both the labeled and the unlabeled stream.
         crop_multiple: where patches are cropped from larger samples (3D ``train.pad_to``), their origins
             are multiples of it, so that maps of whole samples on a coarser grid crop exactly like the image.
+        phases: for methods whose stages read different batches (a pretraining stage that reads no
+            unlabeled images): the batch per phase, the first starting at step 0; they replace
+            ``train.batch_size`` and ``unlabeled_batch_size``, so that no step draws and augments images it
+            does not read. A step's batch is the first ``labeled`` (``unlabeled``) images of the full batch's
+            seeded stream (``StepBatches``): a phase that reads fewer images reads the same ones.
     """
 
     unlabeled_batch_size: int = 0
     views: int = 1
     crop_multiple: int = 1
+    phases: tuple[BatchPhase, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.phases:
+            starts = [p.start for p in self.phases]
+            if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:], strict=False)):
+                raise ValueError(f"DataNeeds.phases: starts must begin at 0 and increase, got {starts}")
+            if any(p.labeled < 1 or p.unlabeled < 0 for p in self.phases):
+                raise ValueError(f"DataNeeds.phases: every step needs >= 1 labeled image, got {self.phases}")
+
+    @property
+    def reads_unlabeled(self) -> bool:
+        """Whether any step's batch carries unlabeled images."""
+        if self.phases:
+            return any(p.unlabeled > 0 for p in self.phases)
+        return self.unlabeled_batch_size > 0
+
+
+def phase_totals(phases: tuple[BatchPhase, ...], steps: int) -> dict[str, int]:
+    """Images per process the first ``steps`` steps of ``phases`` hold, ``{"labeled": n, "unlabeled": n}``."""
+    totals = {"labeled": 0, "unlabeled": 0}
+    for i, phase in enumerate(phases):
+        end = phases[i + 1].start if i + 1 < len(phases) else steps
+        n = max(0, min(end, steps) - phase.start)
+        totals["labeled"] += n * phase.labeled
+        totals["unlabeled"] += n * phase.unlabeled
+    return totals
 
 
 class TrainingMethod:
@@ -99,12 +146,22 @@ class TrainingMethod:
         return frozenset()
 
     @classmethod
+    def batch_phases(cls, cfg: Config) -> tuple[BatchPhase, ...]:
+        """The batch per phase of a run of ``cfg`` (:attr:`DataNeeds.phases`), for a method whose stages read
+        different batches; the default ``()``: the same batch in every step.
+
+        A classmethod of the configuration alone, so that :meth:`data_needs` (what is drawn) and
+        :meth:`images_trained` (what a finished run's records say it trained on) read one definition.
+        """
+        return ()
+
+    @classmethod
     def images_trained(cls, cfg: Config, steps: int, drawn: Mapping[str, int]) -> dict[str, int]:
         """Images the first ``steps`` steps of a run trained on, of the ``drawn`` ones (``images_seen``).
 
-        The loader draws the same batch every step; a method whose stages leave part of it unused (a
-        pretraining stage that draws unlabeled images it does not read) overrides this. Computed from the
-        configuration alone, so that finished runs' records can be read with it.
+        Without :meth:`batch_phases`, every drawn image. With them, the phases' images, times the
+        processes that drew a batch each (distributed runs): computed from the configuration, so that runs
+        recorded before the phases existed, which drew the full batch in every step, read the same.
 
         Args:
             cfg: the run's configuration.
@@ -112,9 +169,16 @@ class TrainingMethod:
             drawn: images drawn into those steps' batches, ``{"labeled": n, "unlabeled": n}``.
 
         Returns:
-            ``{"labeled": n, "unlabeled": n}``; the default: every drawn image.
+            ``{"labeled": n, "unlabeled": n}``.
         """
-        return {"labeled": int(drawn.get("labeled", 0)), "unlabeled": int(drawn.get("unlabeled", 0))}
+        phases = cls.batch_phases(cfg)
+        if not phases:
+            return {"labeled": int(drawn.get("labeled", 0)), "unlabeled": int(drawn.get("unlabeled", 0))}
+        per_process = phase_totals(phases, steps)
+        # Processes: the labeled draws over one process's; floor, because runs recorded before the phases
+        # drew the full batch in every step (up to train.batch_size / the smallest phase's more per process).
+        world = max(1, int(drawn.get("labeled", 0)) // max(1, per_process["labeled"]))
+        return {k: world * v for k, v in per_process.items()}
 
     def data_needs(self) -> DataNeeds:
         """What the method needs in each batch (unlabeled images, views); the default: labeled images only."""
@@ -123,7 +187,7 @@ class TrainingMethod:
     @property
     def uses_unlabeled(self) -> bool:
         """Whether the method trains on unlabeled images."""
-        return self.data_needs().unlabeled_batch_size > 0
+        return self.data_needs().reads_unlabeled
 
     def setup_data(self, labeled: SampleSet, unlabeled: SampleSet | None, run_dir: Path, bar: Callable[..., Any]) -> None:
         """Called once the training samples are in memory, before the optimiser is built.

@@ -20,7 +20,6 @@ sum over the two mixed images. Validation, evaluation and prediction use the stu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,7 +31,7 @@ from uncol.config import Config, option
 from uncol.data.copy_paste import box_mask, mix, sample_box
 from uncol.ema import EMA
 from uncol.errors import ConfigError
-from uncol.methods.base import DataNeeds, StepContext, TrainingMethod
+from uncol.methods.base import BatchPhase, DataNeeds, StepContext, TrainingMethod
 from uncol.methods.layer_modes import layers_in_train_mode
 from uncol.methods.losses import masked_dice_ce
 from uncol.methods.postprocess import keep_largest_component_per_class
@@ -131,11 +130,16 @@ class BCP(TrainingMethod):
         self.ema = EMA(network, o.ema_decay)
 
     @classmethod
-    def images_trained(cls, cfg: Config, steps: int, drawn: Mapping[str, int]) -> dict[str, int]:
-        """Pretraining reads the labeled batch only (the unlabeled images drawn with it are not used)."""
-        unlabeled_per_step = int(drawn.get("unlabeled", 0)) // max(1, steps)
-        return {"labeled": int(drawn.get("labeled", 0)),
-                "unlabeled": unlabeled_per_step * max(0, steps - pretrain_steps(cfg))}
+    def batch_phases(cls, cfg: Config) -> tuple[BatchPhase, ...]:
+        """Pretraining reads the labeled batch only; self-training as many unlabeled images (Bu = B, the
+        authors' 1:1 ratio, in the halves the labeled batch is split into)."""
+        b = cfg.train.batch_size
+        start = pretrain_steps(cfg)
+        if start >= cfg.train.iterations:
+            return (BatchPhase(0, b, 0),)
+        if start == 0:
+            return (BatchPhase(0, b, b),)
+        return BatchPhase(0, b, 0), BatchPhase(start, b, b)
 
     @classmethod
     def validate_config(cls, cfg: Config) -> None:
@@ -156,10 +160,8 @@ class BCP(TrainingMethod):
             raise ConfigError(f"method.bcp.ema_decay: must be in (0, 1), got {o.ema_decay}")
 
     def data_needs(self) -> DataNeeds:
-        # Unlabeled images in the halves the labeled batch is split into: Bu = B, the authors' 1:1 ratio.
-        if self.pretrain_steps >= self.cfg.train.iterations:
-            return DataNeeds()
-        return DataNeeds(unlabeled_batch_size=self.cfg.train.batch_size)
+        phases = self.batch_phases(self.cfg)
+        return DataNeeds(unlabeled_batch_size=max(p.unlabeled for p in phases), phases=phases)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"network": self.network, "ema": self.ema}

@@ -23,6 +23,8 @@ from uncol.data.readers.hdf5 import HDF5_SLICE_AXIS, hdf5_info
 from uncol.data.readers.nifti import NIFTI_SLICE_AXIS, nifti_shape
 from uncol.data.splits import Splits, make_splits
 from uncol.data.types import Case
+from uncol.methods.base import phase_totals
+from uncol.methods.uncol.method import UnCoLMethod, stage1_steps
 from uncol.teachers.slicing import teacher_slice_axis, teacher_slice_indices
 
 #: Seconds per image of LiteMedSAM's encoder on one CPU core: the range measured in benchmarks/RESULTS.md.
@@ -37,7 +39,7 @@ class TeacherCost:
     Attributes:
         labeled_images: 2D images of the labeled training cases (encoded before training).
         unlabeled_images: 2D images of the unlabeled cases.
-        stage2_draws: unlabeled images drawn in stage 2 (steps x unlabeled batch).
+        stage2_draws: unlabeled images drawn in stage 2 (steps x the unlabeled images a step pairs).
         lazy_expected: distinct unlabeled images stage 2 is expected to draw (what the lazy option encodes).
         lazy: whether ``method.uncol.lazy_unlabeled_targets`` is already on.
         cache_dir: where the features are cached.
@@ -172,13 +174,13 @@ def teacher_cost(cfg: Config, splits: Splits) -> TeacherCost | None:
     m = cfg.method.options
     count = _images_2d if cfg.spatial_dims == 2 else _images_3d
     labeled = count(splits.labeled, cfg) if m.distill != "none" else 0
-    # The stage split as UnCoL computes it (uncol.methods.uncol.method): no stage 2 without pseudo-labels.
     it = cfg.train.iterations
-    stage1 = it if m.pseudo_labels == "none" else int(round(m.stage1_fraction * it))
     stage2_needs_teacher = (m.distill in ("both", "visual") and m.stage2_visual) or m.pseudo_labels in (
         "uncertainty", "average", "generalized")
-    unlabeled = count(splits.unlabeled, cfg) if stage1 < it and stage2_needs_teacher and splits.unlabeled else 0
-    draws = (it - stage1) * m.unlabeled_batch_size if unlabeled else 0
+    has_stage2 = stage1_steps(cfg) < it
+    unlabeled = count(splits.unlabeled, cfg) if has_stage2 and stage2_needs_teacher and splits.unlabeled else 0
+    # The unlabeled images stage 2 draws, from the batch UnCoL reads per stage.
+    draws = phase_totals(UnCoLMethod.batch_phases(cfg), it)["unlabeled"] if unlabeled else 0
     # Stage 2 draws training samples: 2D images (slices) in 2D, whole volumes in 3D.
     samples = unlabeled if cfg.spatial_dims == 2 else len(splits.unlabeled)
     per_sample = unlabeled / samples if samples else 0.0

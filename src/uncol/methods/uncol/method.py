@@ -44,7 +44,7 @@ each teacher, by both and by neither are returned for the logs. Table 4's ablati
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from uncol.data.copy_paste import mix, sample_mix_masks
 from uncol.data.training import SampleSet
 from uncol.ema import EMA
 from uncol.errors import ConfigError
-from uncol.methods.base import DataNeeds, StepContext, TrainingMethod
+from uncol.methods.base import BatchPhase, DataNeeds, StepContext, TrainingMethod
 from uncol.methods.consistency import uncertainty_threshold
 from uncol.methods.losses import SegmentationLoss, masked_dice_ce
 from uncol.methods.ramps import gaussian_rampup
@@ -207,24 +207,23 @@ class UnCoLMethod(TrainingMethod):
         return frozenset({"method.uncol.lazy_unlabeled_targets"})
 
     @classmethod
-    def images_trained(cls, cfg: Config, steps: int, drawn: Mapping[str, int]) -> dict[str, int]:
-        """Stage 1 reads the labeled batch only (the unlabeled images drawn for stage 2 are not used); stage 2
-        the first ``stage2_labeled_batch`` labeled images and the unlabeled ones they are paired with."""
-        m = cfg.method.options
-        s1 = min(steps, stage1_steps(cfg))
-        s2 = steps - s1
+    def batch_phases(cls, cfg: Config) -> tuple[BatchPhase, ...]:
+        """Stage 1 reads ``train.batch_size`` labeled images; stage 2 the first ``stage2_labeled_batch`` of
+        them and at most as many unlabeled images as it pairs them with (labeled image i with unlabeled
+        image i mod Bu)."""
+        m: UnCoLOptions = cfg.method.options
         b = cfg.train.batch_size
+        s1 = stage1_steps(cfg)
+        if s1 >= cfg.train.iterations:
+            return (BatchPhase(0, b, 0),)
         n = min(b, m.stage2_labeled_batch or b)
-        # Processes drawing a batch each (distributed runs): from the labeled draws, whose size no stage changes
-        # (the unlabeled batch is a stage-2 option, which a branched run may have changed at the switch).
-        world = max(1, round(int(drawn.get("labeled", 0)) / max(1, steps * b)))
-        return {"labeled": world * (b * s1 + n * s2), "unlabeled": world * min(n, m.unlabeled_batch_size) * s2}
+        return BatchPhase(0, b, 0), BatchPhase(s1, n, min(n, m.unlabeled_batch_size))
 
     def data_needs(self) -> DataNeeds:
         # Crops of padded volumes (train.pad_to) start at whole tokens: the teacher targets crop exactly.
-        if self.stage1_steps >= self.cfg.train.iterations:
-            return DataNeeds(crop_multiple=self.patch)
-        return DataNeeds(unlabeled_batch_size=self.m.unlabeled_batch_size, crop_multiple=self.patch)
+        phases = self.batch_phases(self.cfg)
+        return DataNeeds(unlabeled_batch_size=max(p.unlabeled for p in phases), crop_multiple=self.patch,
+                         phases=phases)
 
     # ---- set-up ---------------------------------------------------------------------------------
 
