@@ -167,7 +167,7 @@ def test_stage2_ablation_branched_from_the_stage1_checkpoint_equals_a_run_from_s
     Trainer(full, tmp_path / "full", show_progress=False).fit()
     point = RunPaths(tmp_path / "full").branch_point(3)
     assert point.exists()  # the engine keeps the stage-switch checkpoint of every UnCoL run
-    # The unlabeled batch too: stage 1 draws unlabeled images (their own seeded stream) but never reads them.
+    # The unlabeled batch too: stage 1 draws no unlabeled images.
     ablation = with_method(full, pseudo_labels="specialized", threshold_start=0.3, consistency_weight=0.3,
                            unlabeled_batch_size=1)
     Trainer(ablation, tmp_path / "scratch", show_progress=False).fit()
@@ -189,6 +189,26 @@ def test_stage2_ablation_branched_from_the_stage1_checkpoint_equals_a_run_from_s
     ref = torch.load(RunPaths(tmp_path / "scratch").best, map_location="cpu", weights_only=False)
     assert best["step"] == ref["step"]
     assert all(torch.equal(best["network"][k], ref["network"][k]) for k in ref["network"])
+
+
+def test_drawing_only_what_each_stage_reads_trains_the_same_weights(tmp_path, fake_litemedsam, data2d, monkeypatch):
+    # Stage 2 reads 1 of the 2 labeled images of stage 1's batch and pairs it with 1 unlabeled image.
+    cfg = uncol_config(tmp_path, data2d, method={"stage2_labeled_batch": 1, "unlabeled_batch_size": 1})
+    phased = Trainer(cfg, tmp_path / "phased", show_progress=False).fit()
+    from uncol.methods.base import DataNeeds
+    from uncol.methods.uncol.method import UnCoLMethod
+
+    # The loader as it was before the phases: the full labeled batch and the unlabeled images in every step.
+    monkeypatch.setattr(UnCoLMethod, "data_needs",
+                        lambda self: DataNeeds(unlabeled_batch_size=1, crop_multiple=self.patch))
+    full = Trainer(cfg, tmp_path / "full", show_progress=False).fit()
+    assert full.images_seen == {"labeled": 6 * 2, "unlabeled": 6 * 1}
+    assert phased.images_seen == {"labeled": 3 * 2 + 3 * 1, "unlabeled": 3 * 1}
+    assert phased.images_trained == full.images_trained == phased.images_seen
+    a, b = modules_of(tmp_path / "phased"), modules_of(tmp_path / "full")
+    for part in ("network", "ema", "projections"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs when the unread images are drawn"
 
 
 def test_branching_refuses_options_that_stage1_read(tmp_path, fake_litemedsam, data2d):
