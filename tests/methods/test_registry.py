@@ -201,17 +201,24 @@ def test_phases_draw_the_first_images_of_the_full_batch(tmp_path):
     assert np.array_equal(late["unlabeled_image"].numpy(), late_full["unlabeled_image"].numpy()[:1])
     with pytest.raises(DataError, match="unlabeled"):
         StepBatches(labeled, 4, seed=0, augment=None, phases=[(0, 4, 0), (3, 2, 1)])
+    with pytest.raises(ValueError, match="step 0"):
+        StepBatches(labeled, 4, seed=0, augment=None, phases=[(2, 4, 0)])
 
 
 def test_data_needs_phases_are_checked_and_counted():
     from uncol.methods import BatchPhase, DataNeeds
-    from uncol.methods.base import phase_totals
+    from uncol.methods.base import phase_totals, run_phases
 
     needs = DataNeeds(phases=(BatchPhase(0, 4, 0), BatchPhase(6, 2, 2)))
     assert needs.reads_unlabeled and not DataNeeds(phases=(BatchPhase(0, 4, 0),)).reads_unlabeled
     assert DataNeeds(unlabeled_batch_size=1).reads_unlabeled and not DataNeeds().reads_unlabeled
     assert phase_totals(needs.phases, 10) == {"labeled": 6 * 4 + 4 * 2, "unlabeled": 4 * 2}
     assert phase_totals(needs.phases, 5) == {"labeled": 5 * 4, "unlabeled": 0}
+    # A stage of no steps (at the start, or past the end of the run) leaves no phase.
+    first, second = BatchPhase(0, 4, 0), BatchPhase(6, 2, 2)
+    assert run_phases(10, first, second) == (first, second)
+    assert run_phases(6, first, second) == run_phases(5, first, second) == (first,)
+    assert run_phases(10, first, BatchPhase(0, 2, 2)) == (BatchPhase(0, 2, 2),)
     with pytest.raises(ValueError, match="begin at 0"):
         DataNeeds(phases=(BatchPhase(1, 4, 0),))
     with pytest.raises(ValueError, match="increase"):

@@ -285,3 +285,11 @@ def test_images_trained_counts_what_each_stage_reads(tmp_path, data2d, stage2_la
     assert images_trained(cfg, 5, {"labeled": 5 * 4, "unlabeled": 5 * unlabeled}) == {"labeled": 20, "unlabeled": 0}
     stage1_only = uncol_config(tmp_path, data2d, method={"pseudo_labels": "none"}, iterations=10, batch_size=4)
     assert images_trained(stage1_only, 10, {"labeled": 40, "unlabeled": 0}) == {"labeled": 40, "unlabeled": 0}
+    # No stage 1 at all: stage 2's batch from step 0.
+    stage2_only = uncol_config(tmp_path, data2d, method={"stage1_fraction": 0.0, "stage2_labeled_batch": 2},
+                               iterations=10, batch_size=4)
+    assert images_trained(stage2_only, 10, {"labeled": 20, "unlabeled": 20}) == {"labeled": 20, "unlabeled": 20}
+    from uncol.methods import BatchPhase, DataNeeds
+    from uncol.methods.uncol.method import UnCoLMethod
+
+    assert DataNeeds(phases=UnCoLMethod.batch_phases(stage2_only)).phases == (BatchPhase(0, 2, 2),)

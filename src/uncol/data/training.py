@@ -233,29 +233,24 @@ class StepBatches(Dataset):
             raise ValueError(f"views must be >= 1, got {views}")
         if len(labeled) == 0:
             raise DataError(None, "no labeled training samples: check the split and data.root")
-        reads_unlabeled = any(p[2] > 0 for p in phases) if phases else unlabeled_batch_size > 0
-        if reads_unlabeled and (unlabeled is None or len(unlabeled) == 0):
+        # Without phases, one: the same batch in every step.
+        self.phases = tuple(tuple(int(v) for v in p) for p in phases) or ((0, batch_size, unlabeled_batch_size),)
+        if self.phases[0][0] != 0:
+            raise ValueError(f"phases: the first must start at step 0, got {self.phases}")
+        if any(n_unlabeled > 0 for _, _, n_unlabeled in self.phases) and (unlabeled is None or len(unlabeled) == 0):
             raise DataError(None, "the method needs unlabeled data but the split has no unlabeled cases")
         self.labeled = labeled
         self.unlabeled = unlabeled
-        self.batch_size = batch_size
-        self.unlabeled_batch_size = unlabeled_batch_size
         self.seed = seed
         self.augment = augment
         self.views = views
         self.rank = rank
         self.world_size = world_size
         self.crop_multiple = crop_multiple
-        self.phases = tuple(tuple(int(v) for v in p) for p in phases)
 
     def sizes(self, step: int) -> tuple[int, int]:
-        """``(labeled, unlabeled)`` images per rank in ``step``'s batch."""
-        sizes = (self.batch_size, self.unlabeled_batch_size)
-        for start, n_labeled, n_unlabeled in self.phases:
-            if start > step:
-                break
-            sizes = (n_labeled, n_unlabeled)
-        return sizes
+        """``(labeled, unlabeled)`` images per rank in ``step``'s batch: those of the last phase begun."""
+        return next((n_l, n_u) for start, n_l, n_u in reversed(self.phases) if start <= step)
 
     def __len__(self) -> int:  # pragma: no cover - indexed by step through a sampler
         return 2**62

@@ -100,6 +100,18 @@ class DataNeeds:
         return self.unlabeled_batch_size > 0
 
 
+def run_phases(iterations: int, *phases: BatchPhase) -> tuple[BatchPhase, ...]:
+    """The phases a run of ``iterations`` steps goes through, of a method's stages in order: a phase starting at
+    or after the end is dropped, and one that the next replaces at the same step (a stage of no steps) too.
+
+    Args:
+        iterations: ``train.iterations``.
+        *phases: one per stage, the first starting at 0, starts non-decreasing.
+    """
+    kept = [p for p in phases if p.start == 0 or p.start < iterations]
+    return tuple(p for i, p in enumerate(kept) if i + 1 == len(kept) or kept[i + 1].start > p.start)
+
+
 def phase_totals(phases: tuple[BatchPhase, ...], steps: int) -> dict[str, int]:
     """Images per process the first ``steps`` steps of ``phases`` hold, ``{"labeled": n, "unlabeled": n}``."""
     totals = {"labeled": 0, "unlabeled": 0}
@@ -181,8 +193,9 @@ class TrainingMethod:
         return {k: world * v for k, v in per_process.items()}
 
     def data_needs(self) -> DataNeeds:
-        """What the method needs in each batch (unlabeled images, views); the default: labeled images only."""
-        return DataNeeds()
+        """What the method needs in each batch (unlabeled images, views); the default: the batches of
+        :meth:`batch_phases`, labeled images only without them."""
+        return DataNeeds(phases=self.batch_phases(self.cfg))
 
     @property
     def uses_unlabeled(self) -> bool:

@@ -31,7 +31,7 @@ from uncol.config import Config, option
 from uncol.data.copy_paste import box_mask, mix, sample_box
 from uncol.ema import EMA
 from uncol.errors import ConfigError
-from uncol.methods.base import BatchPhase, DataNeeds, StepContext, TrainingMethod
+from uncol.methods.base import BatchPhase, StepContext, TrainingMethod, run_phases
 from uncol.methods.layer_modes import layers_in_train_mode
 from uncol.methods.losses import masked_dice_ce
 from uncol.methods.postprocess import keep_largest_component_per_class
@@ -134,12 +134,7 @@ class BCP(TrainingMethod):
         """Pretraining reads the labeled batch only; self-training as many unlabeled images (Bu = B, the
         authors' 1:1 ratio, in the halves the labeled batch is split into)."""
         b = cfg.train.batch_size
-        start = pretrain_steps(cfg)
-        if start >= cfg.train.iterations:
-            return (BatchPhase(0, b, 0),)
-        if start == 0:
-            return (BatchPhase(0, b, b),)
-        return BatchPhase(0, b, 0), BatchPhase(start, b, b)
+        return run_phases(cfg.train.iterations, BatchPhase(0, b, 0), BatchPhase(pretrain_steps(cfg), b, b))
 
     @classmethod
     def validate_config(cls, cfg: Config) -> None:
@@ -158,10 +153,6 @@ class BCP(TrainingMethod):
             raise ConfigError(f"method.bcp.unlabeled_weight: must be >= 0, got {o.unlabeled_weight}")
         if not 0.0 < o.ema_decay < 1.0:
             raise ConfigError(f"method.bcp.ema_decay: must be in (0, 1), got {o.ema_decay}")
-
-    def data_needs(self) -> DataNeeds:
-        phases = self.batch_phases(self.cfg)
-        return DataNeeds(unlabeled_batch_size=max(p.unlabeled for p in phases), phases=phases)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"network": self.network, "ema": self.ema}

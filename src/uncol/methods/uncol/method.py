@@ -59,7 +59,7 @@ from uncol.data.copy_paste import mix, sample_mix_masks
 from uncol.data.training import SampleSet
 from uncol.ema import EMA
 from uncol.errors import ConfigError
-from uncol.methods.base import BatchPhase, DataNeeds, StepContext, TrainingMethod
+from uncol.methods.base import BatchPhase, DataNeeds, StepContext, TrainingMethod, run_phases
 from uncol.methods.consistency import uncertainty_threshold
 from uncol.methods.losses import SegmentationLoss, masked_dice_ce
 from uncol.methods.ramps import gaussian_rampup
@@ -213,17 +213,13 @@ class UnCoLMethod(TrainingMethod):
         image i mod Bu)."""
         m: UnCoLOptions = cfg.method.options
         b = cfg.train.batch_size
-        s1 = stage1_steps(cfg)
-        if s1 >= cfg.train.iterations:
-            return (BatchPhase(0, b, 0),)
         n = min(b, m.stage2_labeled_batch or b)
-        return BatchPhase(0, b, 0), BatchPhase(s1, n, min(n, m.unlabeled_batch_size))
+        stage2 = BatchPhase(stage1_steps(cfg), n, min(n, m.unlabeled_batch_size))
+        return run_phases(cfg.train.iterations, BatchPhase(0, b, 0), stage2)
 
     def data_needs(self) -> DataNeeds:
         # Crops of padded volumes (train.pad_to) start at whole tokens: the teacher targets crop exactly.
-        phases = self.batch_phases(self.cfg)
-        return DataNeeds(unlabeled_batch_size=max(p.unlabeled for p in phases), crop_multiple=self.patch,
-                         phases=phases)
+        return DataNeeds(crop_multiple=self.patch, phases=self.batch_phases(self.cfg))
 
     # ---- set-up ---------------------------------------------------------------------------------
 
