@@ -21,7 +21,8 @@ Protocol: ``configs/acdc_supervised.yaml`` under the ACDC grid's CPU protocol (1
 thread, 12 validations per run), every run with the step count that the grid calibrated for
 supervised training on 7 patients (``runs/benchmark/acdc/grid_state.json``, ``supervised/7``), or
 ``--iterations``. The grid's finished 3-patient runs can serve as the initial runs
-(``--initial-runs runs/benchmark/acdc/runs``; they are only read).
+(``--initial-runs runs/benchmark/acdc/runs``; they are only read, and one without its best checkpoint, as
+a run restored from the grid's archive, is trained again here).
 
     python benchmarks/active_selection.py                        # start, or continue where it stopped
     python benchmarks/active_selection.py --iterations 6929 --initial-runs runs/benchmark/acdc/runs
@@ -79,10 +80,14 @@ class Study:
     quiet: bool
 
     def run_dir(self, arm: str, seed: int) -> Path:
-        """Where the run of ``arm`` and ``seed`` is (a grid's initial run when one is reused)."""
+        """Where the run of ``arm`` and ``seed`` is (a grid's initial run when one is reused).
+
+        A grid run is reused only when it is finished and still holds its best checkpoint, which
+        ``uncol suggest`` reads: a run restored from a grid's archive keeps its records, not its weights.
+        """
         if arm == "initial" and self.initial_runs is not None:
             grid_run = self.initial_runs / f"supervised_l{self.initial}_s{seed}"
-            if run_status(grid_run) is RunStatus.FINISHED:
+            if run_status(grid_run) is RunStatus.FINISHED and RunPaths(grid_run).best.is_file():
                 return grid_run
         return self.out / "runs" / f"{arm}_s{seed}"
 

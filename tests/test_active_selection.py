@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +15,7 @@ import yaml
 
 from benchmark_scripts import benchmark_scripts
 from fixtures_data import make_hdf5_dataset
+from uncol.benchmark.plan import RunStatus, run_status
 from uncol.data.labeled_list import read_labeled_list
 from uncol.data.splits import load_splits
 from uncol.runs import RunPaths
@@ -82,6 +84,12 @@ def test_study_end_to_end_and_resumable(script, tmp_path, capsys):
     grid.mkdir()
     (grid / "supervised_l2_s0").symlink_to(initial)
     assert script.parse([*argv, "--initial-runs", str(grid)]).run_dir("initial", 0) == grid / "supervised_l2_s0"
+    # ... but not once its weights are gone (a grid run restored from the archive keeps only its records)
+    archived = grid / "supervised_l2_s1"
+    shutil.copytree(initial, archived, ignore=shutil.ignore_patterns("checkpoints"))
+    study = script.parse([*argv, "--seeds", "1", "--initial-runs", str(grid)])
+    assert run_status(archived) is RunStatus.FINISHED
+    assert study.run_dir("initial", 1) == out / "runs" / "initial_s1"
 
 
 def test_steps_come_from_the_grid_calibration_or_must_be_given(script, tmp_path):
