@@ -330,8 +330,6 @@ class Config:
         return 2 if self.model.arch in ("unet2d", "uncol_student2d") else 3
 
     def __post_init__(self) -> None:
-        if self.method.options is None and self.method.name == "supervised" and self.method.module == "":
-            return  # the default method has no options: nothing to fill in
         if self.method.options is None:
             self.method = _build_method({"name": self.method.name, "module": self.method.module}, "method")
 

@@ -95,8 +95,18 @@ def test_options_outside_their_section_name_the_right_key():
         config_from_dict(base | {"method": {"name": "uncol", "uncol": {"nope": 1}}})
     with pytest.raises(ConfigError, match=r"method.uncol.ema_decay: must be in \(0, 1\)"):
         config_from_dict(base | {"method": {"name": "uncol", "uncol": {"ema_decay": 1.5}}})
-    with pytest.raises(ConfigError, match=r"method.supervised: method 'supervised' has no options"):
-        config_from_dict({"method": {"name": "supervised", "supervised": {}}})
+    with pytest.raises(ConfigError, match=r"unknown option 'method.supervised.nope'"):
+        config_from_dict({"method": {"name": "supervised", "supervised": {"nope": 1}}})
+
+
+def test_a_method_without_options_refuses_a_section(scratch_registry):
+    @register_method
+    class Optionless(TrainingMethod):
+        name = "optionless"
+
+    assert config_from_dict({"method": {"name": "optionless"}}).method.options is None
+    with pytest.raises(ConfigError, match=r"method.optionless: method 'optionless' has no options"):
+        config_from_dict({"method": {"name": "optionless", "optionless": {}}})
 
 
 def test_method_section_round_trips_through_yaml_and_overrides():
