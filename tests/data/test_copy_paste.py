@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from uncol.data.copy_paste import mix, sample_patch_mask
+from uncol.data.copy_paste import mix, mix_with_previous, sample_patch_mask
 
 
 def test_patch_mask_ratio_and_patch_structure():
@@ -68,3 +68,15 @@ def test_box_sampling_is_reproducible_and_checks_its_fraction():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError):
             sample_box((8, 8), bad, np.random.default_rng(0))
+
+
+def test_mix_with_previous_takes_the_previous_sample_under_the_mask():
+    t = torch.arange(3).view(3, 1, 1, 1).float().expand(3, 2, 4, 4)  # sample i holds the value i
+    mask = torch.zeros(3, 4, 4, dtype=torch.bool)
+    mask[0, :2] = True
+    mask[2, :, 1] = True
+    out = mix_with_previous(t, mask[:, None])
+    assert torch.equal(out[0, :, :2], torch.full((2, 2, 4), 2.0))  # sample 0's partner is the last one
+    assert torch.equal(out[0, :, 2:], torch.zeros(2, 2, 4))
+    assert torch.equal(out[1], t[1])  # an all-False mask leaves the sample as it is
+    assert torch.equal(out[2, :, :, 1], torch.ones(2, 4)) and torch.equal(out[2, :, :, 0], torch.full((2, 4), 2.0))

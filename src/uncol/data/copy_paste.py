@@ -56,6 +56,16 @@ def mix(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(m, b, a)
 
 
+def mix_with_previous(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Where ``mask`` is True take the previous sample of the batch (sample ``i - 1``, cyclically), elsewhere ``t``.
+
+    The within-batch pairing of labeled copy-paste: mixing an image, its label and any per-sample target
+    (cached teacher features, validity masks) with the same mask keeps them aligned. ``mask`` broadcasts
+    as in :func:`mix`.
+    """
+    return mix(t, torch.roll(t, 1, dims=0), mask)
+
+
 @dataclass(frozen=True)
 class Box:
     """An axis-aligned box (a rectangle in 2D, a cuboid in 3D): its first index and size per axis."""

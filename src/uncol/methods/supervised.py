@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from uncol.config import Config, option
-from uncol.data.copy_paste import mix, sample_mix_masks
+from uncol.data.copy_paste import mix_with_previous, sample_mix_masks
 from uncol.errors import ConfigError
 from uncol.methods.base import StepContext, TrainingMethod
 from uncol.methods.losses import SegmentationLoss
@@ -32,8 +32,7 @@ class SupervisedOptions:
     copy_paste_prob: float = option(
         0.0,
         "Probability that a labeled image gets one box pasted from its partner in the batch (the previous image, "
-        "cyclically), "
-        "label with it; the others are shown unmixed. 0 = plain supervised training; 0.5 = UnCoL's stage-1 "
+        "cyclically), label with it; the others are shown unmixed. 0 = plain supervised training; 0.5 = UnCoL's stage-1 "
         "recipe without a teacher (method.uncol.copy_paste_prob).",
     )
     copy_paste_box: float = option(
@@ -88,13 +87,12 @@ class SupervisedMethod(TrainingMethod):
             ratio=0.0, box_fraction=o.copy_paste_box, prob=o.copy_paste_prob,
         )
         m = torch.from_numpy(masks).to(x.device)
-        partner = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
-        return mix(x, x[partner], m[:, None]), mix(y, y[partner], m), m
+        return mix_with_previous(x, m[:, None]), mix_with_previous(y, m), m
 
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         x, y = batch["image"], batch["label"]
+        logged: dict[str, torch.Tensor] = {}
         if self.options.copy_paste_prob > 0 and x.shape[0] > 1:
             x, y, m = self.copy_paste(x, y, ctx)
-            loss = self.loss(self.network(x), y)
-            return {"loss": loss, "mixed": m.flatten(1).any(1).float().mean()}
-        return {"loss": self.loss(self.network(x), y)}
+            logged["mixed"] = m.flatten(1).any(1).float().mean()
+        return {"loss": self.loss(self.network(x), y), **logged}

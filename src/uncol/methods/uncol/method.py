@@ -55,7 +55,7 @@ from torch import nn
 
 from uncol.atomic import atomic_write_json
 from uncol.config import Config
-from uncol.data.copy_paste import mix, sample_mix_masks
+from uncol.data.copy_paste import mix, mix_with_previous, sample_mix_masks
 from uncol.data.training import SampleSet
 from uncol.ema import EMA
 from uncol.errors import ConfigError
@@ -425,20 +425,19 @@ class UnCoLMethod(TrainingMethod):
         dev = x.device
         b = x.shape[0]
         rng = np.random.default_rng([self.cfg.train.seed, ctx.step, 11])
-        partner = torch.roll(torch.arange(b), 1).tolist()
         m = self._patch_masks(b, tuple(x.shape[2:]), rng, dev, self.m.copy_paste_prob)
-        x_mix = mix(x, x[partner], m[:, None])
-        y_mix = mix(y, y[partner], m)
+        x_mix = mix_with_previous(x, m[:, None])  # each image's partner is the previous one of the batch
+        y_mix = mix_with_previous(y, m)
         mt = token_mask(m, self.patch)[:, None]
         ids, views = batch["ids"], batch["geometry"]
 
         visual = sem = valid = None
         if self.targets_l is not None and self.use_visual:
             v = self.targets_l.visual_targets(ids, views, dev)
-            visual = {n: mix(t, t[partner], mt) for n, t in v.items()}
+            visual = {n: mix_with_previous(t, mt) for n, t in v.items()}
         if self.targets_l is not None and self.need_semantic:
             s, ok = self.targets_l.semantic_targets(ids, views, dev)
-            sem, valid = mix(s, s[partner], mt), mix(ok, ok[partner], mt[:, 0])
+            sem, valid = mix_with_previous(s, mt), mix_with_previous(ok, mt[:, 0])
         context = sem if self.teacher_context else None
         own = None
         if context is not None and self.m.self_context_prob > 0:
