@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from uncol.config import option
-from uncol.errors import ConfigError
-from uncol.methods import DataNeeds, TrainingMethod, register_method
+from uncol.methods import DataNeeds, TrainingMethod, check_range, register_method
 from uncol.methods.losses import SegmentationLoss
 
 
@@ -49,8 +48,7 @@ class EntropyMin(TrainingMethod):
 
     @classmethod
     def validate_config(cls, cfg):
-        if cfg.method.options.weight < 0:
-            raise ConfigError(f"method.entropy_min.weight: must be >= 0, got {cfg.method.options.weight}")
+        check_range("method.entropy_min.weight", cfg.method.options.weight, 0)
 
     def data_needs(self):
         return DataNeeds(unlabeled_batch_size=self.options.unlabeled_batch_size)

@@ -15,7 +15,7 @@ from uncol.config import Config
 # the lower bound.
 from uncol.methods import supervised  # noqa: F401  # isort: skip
 from uncol.methods import bcp, mean_teacher, ua_mt, uncol  # noqa: F401
-from uncol.methods.base import BatchPhase, DataNeeds, StepContext, TrainingMethod
+from uncol.methods.base import BatchPhase, DataNeeds, StepContext, TrainingMethod, check_range
 from uncol.methods.registry import get_method, import_method_module, method_names, register_method
 
 
@@ -30,6 +30,7 @@ __all__ = [
     "DataNeeds",
     "StepContext",
     "TrainingMethod",
+    "check_range",
     "build_method",
     "get_method",
     "method_names",

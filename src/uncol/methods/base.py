@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from uncol.config import Config
+from uncol.errors import ConfigError
 
 if TYPE_CHECKING:
     from uncol.data.training import SampleSet
@@ -121,6 +122,37 @@ def phase_totals(phases: tuple[BatchPhase, ...], steps: int) -> dict[str, int]:
         totals["labeled"] += n * phase.labeled
         totals["unlabeled"] += n * phase.unlabeled
     return totals
+
+
+def check_range(
+    key: str, value: float, low: float, high: float | None = None, *, open_low: bool = False,
+    open_high: bool = False,
+) -> None:
+    """Raise a :class:`~uncol.errors.ConfigError` naming ``key`` unless ``value`` lies in the interval.
+
+    For a method's :meth:`TrainingMethod.validate_config`: ``check_range("method.bcp.box_fraction", v, 0, 1,
+    open_low=True)`` accepts (0, 1]; without ``high`` the interval is unbounded above (``>= low``).
+
+    Args:
+        key: the dotted option name the message starts with.
+        value: the option's value.
+        low: the lower bound, included unless ``open_low``.
+        high: the upper bound, included unless ``open_high``; ``None`` for none.
+        open_low: exclude ``low``.
+        open_high: exclude ``high``.
+
+    Raises:
+        ConfigError: ``"<key>: must be in (0, 1], got <value>"`` or ``"<key>: must be >= 0, got <value>"``.
+    """
+    above = value > low if open_low else value >= low
+    below = high is None or (value < high if open_high else value <= high)
+    if above and below:
+        return
+    if high is None:
+        wanted = f"{'>' if open_low else '>='} {low:g}"
+    else:
+        wanted = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    raise ConfigError(f"{key}: must be {wanted}, got {value}")
 
 
 class TrainingMethod:

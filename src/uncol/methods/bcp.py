@@ -31,7 +31,7 @@ from uncol.config import Config, option
 from uncol.data.copy_paste import box_mask, mix, sample_box
 from uncol.ema import EMA
 from uncol.errors import ConfigError
-from uncol.methods.base import BatchPhase, StepContext, TrainingMethod, run_phases
+from uncol.methods.base import BatchPhase, StepContext, TrainingMethod, check_range, run_phases
 from uncol.methods.layer_modes import layers_in_train_mode
 from uncol.methods.losses import masked_dice_ce
 from uncol.methods.postprocess import keep_largest_component_per_class
@@ -145,14 +145,10 @@ class BCP(TrainingMethod):
                 f"train.batch_size: BCP mixes the two halves of the batch, so it must be even and >= 2, got "
                 f"{cfg.train.batch_size}"
             )
-        if not 0.0 <= o.pretrain_fraction <= 1.0:
-            raise ConfigError(f"method.bcp.pretrain_fraction: must be in [0, 1], got {o.pretrain_fraction}")
-        if not 0.0 < o.box_fraction <= 1.0:
-            raise ConfigError(f"method.bcp.box_fraction: must be in (0, 1], got {o.box_fraction}")
-        if o.unlabeled_weight < 0:
-            raise ConfigError(f"method.bcp.unlabeled_weight: must be >= 0, got {o.unlabeled_weight}")
-        if not 0.0 < o.ema_decay < 1.0:
-            raise ConfigError(f"method.bcp.ema_decay: must be in (0, 1), got {o.ema_decay}")
+        check_range("method.bcp.pretrain_fraction", o.pretrain_fraction, 0, 1)
+        check_range("method.bcp.box_fraction", o.box_fraction, 0, 1, open_low=True)
+        check_range("method.bcp.unlabeled_weight", o.unlabeled_weight, 0)
+        check_range("method.bcp.ema_decay", o.ema_decay, 0, 1, open_low=True, open_high=True)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"network": self.network, "ema": self.ema}

@@ -21,8 +21,7 @@ from torch import nn
 
 from uncol.config import Config, option
 from uncol.ema import EMA
-from uncol.errors import ConfigError
-from uncol.methods.base import DataNeeds, StepContext, TrainingMethod
+from uncol.methods.base import DataNeeds, StepContext, TrainingMethod, check_range
 from uncol.methods.consistency import rampup, softmax_mse
 from uncol.methods.layer_modes import layers_in_train_mode
 from uncol.methods.losses import SegmentationLoss
@@ -90,13 +89,10 @@ class MeanTeacher(TrainingMethod):
         """Ranges of the options."""
         o: MeanTeacherOptions = cfg.method.options
         key = f"method.{cls.name}"
-        if not 0.0 < o.ema_decay < 1.0:
-            raise ConfigError(f"{key}.ema_decay: must be in (0, 1), got {o.ema_decay}")
-        if not 0.0 <= o.consistency_rampup <= 1.0:
-            raise ConfigError(f"{key}.consistency_rampup: must be in [0, 1], got {o.consistency_rampup}")
+        check_range(f"{key}.ema_decay", o.ema_decay, 0, 1, open_low=True, open_high=True)
+        check_range(f"{key}.consistency_rampup", o.consistency_rampup, 0, 1)
         for k in ("unlabeled_batch_size", "consistency_weight", "noise_std", "noise_clip"):
-            if getattr(o, k) < 0:
-                raise ConfigError(f"{key}.{k}: must be >= 0, got {getattr(o, k)}")
+            check_range(f"{key}.{k}", getattr(o, k), 0)
 
     def data_needs(self) -> DataNeeds:
         return DataNeeds(unlabeled_batch_size=self.options.unlabeled_batch_size or self.cfg.train.batch_size)

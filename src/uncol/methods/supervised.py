@@ -17,7 +17,7 @@ from torch import nn
 from uncol.config import Config, option
 from uncol.data.copy_paste import mix_with_previous, sample_mix_masks
 from uncol.errors import ConfigError
-from uncol.methods.base import StepContext, TrainingMethod
+from uncol.methods.base import StepContext, TrainingMethod, check_range
 from uncol.methods.losses import SegmentationLoss
 from uncol.methods.registry import register_method
 
@@ -60,12 +60,9 @@ class SupervisedMethod(TrainingMethod):
     def validate_config(cls, cfg: Config) -> None:
         """Ranges of the copy-paste options; the grid must divide the patch."""
         o: SupervisedOptions = cfg.method.options
-        if not 0.0 <= o.copy_paste_prob <= 1.0:
-            raise ConfigError(f"method.supervised.copy_paste_prob: must be in [0, 1], got {o.copy_paste_prob}")
-        if not 0.0 < o.copy_paste_box <= 1.0:
-            raise ConfigError(f"method.supervised.copy_paste_box: must be in (0, 1], got {o.copy_paste_box}")
-        if o.copy_paste_grid < 1:
-            raise ConfigError(f"method.supervised.copy_paste_grid: must be >= 1, got {o.copy_paste_grid}")
+        check_range("method.supervised.copy_paste_prob", o.copy_paste_prob, 0, 1)
+        check_range("method.supervised.copy_paste_box", o.copy_paste_box, 0, 1, open_low=True)
+        check_range("method.supervised.copy_paste_grid", o.copy_paste_grid, 1)
         if o.copy_paste_prob > 0 and any(s % o.copy_paste_grid for s in cfg.train.patch_size):
             raise ConfigError(
                 f"method.supervised.copy_paste_grid: {o.copy_paste_grid} must divide every side of train.patch_size "

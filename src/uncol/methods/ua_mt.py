@@ -20,7 +20,7 @@ import torch
 
 from uncol.config import Config, option
 from uncol.errors import ConfigError
-from uncol.methods.base import StepContext
+from uncol.methods.base import StepContext, check_range
 from uncol.methods.consistency import (
     ThresholdBase,
     gated_softmax_mse,
@@ -64,15 +64,13 @@ class UAMT(MeanTeacher):
         """Mean Teacher's checks, and the ranges of the uncertainty options."""
         super().validate_config(cfg)
         o: UAMTOptions = cfg.method.options
-        if o.uncertainty_passes < 1:
-            raise ConfigError(f"method.ua_mt.uncertainty_passes: must be >= 1, got {o.uncertainty_passes}")
+        check_range("method.ua_mt.uncertainty_passes", o.uncertainty_passes, 1)
         if not 0.0 < o.threshold_start <= o.threshold_end:
             raise ConfigError(
                 "method.ua_mt.threshold_start/threshold_end: need 0 < start <= end, got "
                 f"{o.threshold_start}, {o.threshold_end}"
             )
-        if not 0.0 <= o.threshold_rampup <= 1.0:
-            raise ConfigError(f"method.ua_mt.threshold_rampup: must be in [0, 1], got {o.threshold_rampup}")
+        check_range("method.ua_mt.threshold_rampup", o.threshold_rampup, 0, 1)
 
     def threshold(self, step: int) -> float:
         """The entropy threshold (nats) at ``step``."""

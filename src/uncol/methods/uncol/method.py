@@ -59,7 +59,7 @@ from uncol.data.copy_paste import mix, mix_with_previous, sample_mix_masks
 from uncol.data.training import SampleSet
 from uncol.ema import EMA
 from uncol.errors import ConfigError
-from uncol.methods.base import BatchPhase, DataNeeds, StepContext, TrainingMethod, run_phases
+from uncol.methods.base import BatchPhase, DataNeeds, StepContext, TrainingMethod, check_range, run_phases
 from uncol.methods.consistency import uncertainty_threshold
 from uncol.methods.losses import SegmentationLoss, masked_dice_ce
 from uncol.methods.ramps import gaussian_rampup
@@ -155,16 +155,13 @@ class UnCoLMethod(TrainingMethod):
     def validate_config(cls, cfg: Config) -> None:
         """Ranges of UnCoL's options, and what they need from the rest of the configuration."""
         m: UnCoLOptions = cfg.method.options
-        if not 0.0 < m.ema_decay < 1.0:
-            raise ConfigError(f"method.uncol.ema_decay: must be in (0, 1), got {m.ema_decay}")
+        check_range("method.uncol.ema_decay", m.ema_decay, 0, 1, open_low=True, open_high=True)
         for k in ("consistency_rampup", "stage1_fraction", "distill_rampup", "copy_paste_ratio", "self_context_prob",
                   "teacher_min_dice", "copy_paste_prob", "foundation_refresh"):
-            if not 0.0 <= getattr(m, k) <= 1.0:
-                raise ConfigError(f"method.uncol.{k}: must be in [0, 1], got {getattr(m, k)}")
+            check_range(f"method.uncol.{k}", getattr(m, k), 0, 1)
         for k in ("consistency_weight", "distill_weight", "copy_paste_patch", "stage2_labeled_batch",
                   "unlabeled_batch_size"):
-            if getattr(m, k) < 0:
-                raise ConfigError(f"method.uncol.{k}: must be >= 0, got {getattr(m, k)}")
+            check_range(f"method.uncol.{k}", getattr(m, k), 0)
         # Fractions of ln K stop at 1 (the largest entropy); fractions of ln 2 may exceed it when K > 2.
         top = 1.0 if m.threshold_base == "lnK" else math.inf
         if not 0.0 < m.threshold_start <= m.threshold_end <= top:
@@ -186,8 +183,7 @@ class UnCoLMethod(TrainingMethod):
             )
         if m.pseudo_labels != "none" and m.stage1_fraction < 1.0 and m.unlabeled_batch_size < 1:
             raise ConfigError("method.uncol.unlabeled_batch_size: UnCoL stage 2 needs unlabeled images (>= 1 per batch)")
-        if not 0.0 < m.copy_paste_box <= 1.0:
-            raise ConfigError(f"method.uncol.copy_paste_box: must be in (0, 1], got {m.copy_paste_box}")
+        check_range("method.uncol.copy_paste_box", m.copy_paste_box, 0, 1, open_low=True)
         if cfg.spatial_dims == 2 and not cfg.train.resize_2d:
             raise ConfigError("train.resize_2d: UnCoL caches teacher features of whole slices; set train.resize_2d=true")
         token = cfg.model.vit_patch or (16 if cfg.spatial_dims == 2 else 8)
