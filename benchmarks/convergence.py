@@ -26,12 +26,14 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from uncol.report.rundata import read_csv_columns
+from uncol.runs import RunPaths
+
 
 def read_validation(path: Path) -> list[tuple[int, float]]:
     """``(step, mean Dice)`` rows of a run's ``val.csv``, in step order."""
-    with path.open(newline="") as f:
-        rows = [(int(r["step"]), float(r["dice_mean"])) for r in csv.DictReader(f)]
-    return sorted(rows)
+    val = read_csv_columns(path)
+    return sorted((int(step), dice) for step, dice in zip(val["step"], val["dice_mean"], strict=True))
 
 
 def late_gain(curve: list[tuple[int, float]], iterations: int, tail: float = 0.25) -> float:
@@ -60,16 +62,15 @@ def run_rows(folder: Path, methods: list[str] | None, tail: float) -> list[dict]
     """One record per finished run of the grid folder (or archive) ``folder``."""
     rows = []
     for run in sorted((folder / "runs").iterdir()):
-        summary, val = run / "summary.json", run / "val.csv"
-        test = run / "metrics_test.json"
-        if not (summary.exists() and val.exists() and test.exists()):
+        paths = RunPaths(run)
+        if not (paths.summary.exists() and paths.val_csv.exists() and paths.metrics("test").exists()):
             continue
         method, rest = run.name.rsplit("_l", 1)
         labeled, seed = rest.rsplit("_s", 1)
         if methods and method not in methods:
             continue
-        s = json.loads(summary.read_text())
-        curve = read_validation(val)
+        s = json.loads(paths.summary.read_text())
+        curve = read_validation(paths.val_csv)
         best_step, best = max(curve, key=lambda r: (r[1], -r[0]))
         gain = late_gain(curve, s["iterations"], tail)
         rows.append({

@@ -42,7 +42,7 @@ def test_check_range_names_the_option_and_the_interval(value: float, kwargs: dic
     assert str(err.value) == message
 
 
-def test_every_method_reports_a_range_error_through_config_validation(tmp_path) -> None:
+def test_every_method_reports_a_range_error_through_config_validation() -> None:
     """The methods' validate_config use the helper: an out-of-range option of each is refused by name."""
     from uncol.config import load_config
 
