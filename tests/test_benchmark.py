@@ -54,6 +54,8 @@ def config_file(tmp_path: Path) -> Path:
         ({"budget": {"cpu_seconds": -1}}, "budget.cpu_seconds"),
         ({"budget": {"cpu_seconds": 10, "calibration_steps": 2}}, "budget.calibration_steps"),
         ({"budget": {"cpu_seconds": 10, "speed": 1}}, "budget.speed"),
+        ({"budget": {"cpu_seconds": 10, "calibration_from": "no_such_grid"}}, "budget.calibration_from"),
+        ({"budget": {"cpu_seconds": 10, "calibration_from": "c.yaml"}}, "budget.calibration_from"),
         ({"reference": "mean_teacher"}, "reference"),
         ({"compare_to": ["bcp"]}, "compare_to"),
         ({"compare_to": "supervised"}, "compare_to"),
@@ -572,6 +574,46 @@ def test_a_measured_step_cost_replaces_the_calibration(tmp_path, monkeypatch):
     assert state["calibration"] == {}
     tables = (tmp_path / "out" / "tables.md").read_text()
     assert "measured on finished runs and given in the grid file instead: supervised: 4 steps at 0.25 CPU s/step" in tables
+
+
+def test_calibration_from_another_grid_scales_its_measured_costs_to_this_budget(tmp_path, monkeypatch, capsys):
+    import uncol.benchmark.runner
+
+    calibrated = []
+
+    def fake_calibration(cfg, work_dir, steps, budget_cpu_seconds, version):
+        calibrated.append(cfg.split.labeled)
+        return {"iterations": 2, "cpu_per_step": 0.5, "measured_steps": steps - 2,
+                "budget_cpu_seconds": budget_cpu_seconds, "calibration_steps": steps, "version": version.to_json()}
+
+    monkeypatch.setattr(uncol.benchmark.runner, "calibrate", fake_calibration)
+    # The grid measured at half the budget: its pair supervised/2 cost 0.25 CPU s per step there.
+    measured = tmp_path / "half_budget"
+    measured.mkdir()
+    (measured / "grid_state.json").write_text(json.dumps({"version": 1, "runs": {}, "calibration": {
+        "supervised/2": {"iterations": 2, "cpu_per_step": 0.25, "measured_steps": 18, "budget_cpu_seconds": 0.5,
+                         "calibration_steps": 20, "version": {"commit": "abc1234", "dirty": False, "at": "then"}},
+    }}))
+    config = tiny_config(tmp_path)
+    grid_path = write_yaml(tmp_path / "grid.yaml", {
+        "name": "tiny", "out": str(tmp_path / "out"), "seeds": [0], "labeled": [2, 3],
+        "budget": {"cpu_seconds": 1.0, "calibration_steps": 3, "validations": 1, "calibration_from": "half_budget"},
+        "methods": {"supervised": {"config": str(config)}},
+    })
+    assert load_grid(grid_path).budget.calibration_from == (measured / "grid_state.json").resolve()
+    run_grid(grid_path, dry_run=True, echo=print)
+    assert "4 steps (at the cost measured in" in capsys.readouterr().out  # before anything is stored
+    run_grid(grid_path, show_progress=False, echo=lambda _: None)
+    summary = json.loads((tmp_path / "out" / "runs" / "supervised_l2_s0" / "summary.json").read_text())
+    assert summary["iterations"] == summary["steps_done"] == 4  # floor(1.0 / 0.25): twice the source's steps
+    assert calibrated == [3]  # the pair the source grid lacks is measured here
+    state = json.loads((tmp_path / "out" / "grid_state.json").read_text())
+    entry = state["calibration"]["supervised/2"]
+    assert entry["cpu_per_step"] == 0.25 and entry["budget_cpu_seconds"] == 1.0 and entry["measured_steps"] == 18
+    assert entry["version"]["commit"] == "abc1234" and entry["calibrated_in"].endswith("grid_state.json")
+    assert "calibrated_in" not in state["calibration"]["supervised/3"]
+    tables = (tmp_path / "out" / "tables.md").read_text()
+    assert "The step costs of supervised/2 are those measured by the calibration of" in tables
 
 
 def test_two_processes_train_one_grid_without_repeating_a_run(tmp_path):

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from uncol.benchmark.state import STATE_NAME
 from uncol.config import parse_override
 from uncol.errors import ConfigError
 
@@ -23,7 +24,7 @@ _TOP_KEYS = (
     "name", "out", "archive", "seeds", "seed_keys", "labeled", "reference", "compare_to", "budget", "set", "methods",
 )
 _METHOD_KEYS = ("config", "labeled", "set", "iterations", "seeds", "branch_from", "cpu_per_step")
-_BUDGET_KEYS = ("cpu_seconds", "calibration_steps", "validations")
+_BUDGET_KEYS = ("cpu_seconds", "calibration_steps", "validations", "calibration_from")
 # The calibration excludes this many first steps (one-time warm-up) from the measured cost.
 CALIBRATION_WARMUP_STEPS = 2
 DEFAULT_CALIBRATION_STEPS = 20
@@ -39,11 +40,16 @@ class BudgetSpec:
         validations: validations per run (``train.val_every = iterations // validations``), so that
             every method is selected on validation equally often whatever its iteration count; 0 keeps
             each config's ``train.val_every``.
+        calibration_from: another grid's state file whose measured step costs this grid reuses, scaled to
+            its own budget (the same grid at another budget trains every pair proportionally more or fewer
+            steps, not steps from a new measurement on another machine or load); pairs it lacks are
+            calibrated as usual. ``None``: every pair is calibrated here.
     """
 
     cpu_seconds: float
     calibration_steps: int = DEFAULT_CALIBRATION_STEPS
     validations: int = 0
+    calibration_from: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -277,7 +283,10 @@ class _Parser:
         validations = value.get("validations", 0)
         if isinstance(validations, bool) or not isinstance(validations, int) or validations < 0:
             raise self.error("budget.validations", f"expected an integer >= 0, got {validations!r}")
-        return BudgetSpec(float(cpu), steps, validations)
+        source = None
+        if value.get("calibration_from") is not None:
+            source = self._state_path(value["calibration_from"], "budget.calibration_from")
+        return BudgetSpec(float(cpu), steps, validations, source)
 
     def _method(
         self,
@@ -363,6 +372,20 @@ class _Parser:
                 return path_of(c)
         tried = " and ".join(str(c) for c in candidates)
         raise self.error(key, f"config file not found (tried {tried})")
+
+    def _state_path(self, value: Any, key: str) -> Path:
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(key, f"expected the path of a grid folder or its {STATE_NAME}, got {value!r}")
+        p = Path(value)
+        candidates = [p] if p.is_absolute() else [p, self.path.parent / p]
+        for c in candidates:
+            found = c / STATE_NAME if c.is_dir() else c
+            if found.is_file():
+                if found.name != STATE_NAME:
+                    raise self.error(key, f"{found}: not a grid state file (expected a grid folder or its {STATE_NAME})")
+                return path_of(found)
+        tried = " and ".join(str(c) for c in candidates)
+        raise self.error(key, f"no grid state found (tried {tried}, a grid folder or its {STATE_NAME})")
 
     def _same_labeled_kind(self, methods: tuple[MethodSpec, ...]) -> None:
         # Counts and ratios cannot share the figure's x axis or the tables' ordering.

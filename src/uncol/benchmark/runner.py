@@ -225,6 +225,14 @@ class _GridRun:
         return int(stored["iterations"])
 
     def _calibrate(self, run: PlannedRun, budget: BudgetSpec) -> int:
+        entry = _derived_calibration(self.spec, run.pair)
+        if entry is not None:
+            self.state.set_calibration(run.pair, entry)
+            self.echo(
+                f"{run.pair}: {entry['cpu_per_step']:.3g} CPU s/step as measured in {budget.calibration_from} "
+                f"-> {entry['iterations']} steps in {budget.cpu_seconds:g} CPU s"
+            )
+            return int(entry["iterations"])
         self.echo(f"calibrating {run.pair}: {budget.calibration_steps} steps")
         probe = run_config(self.spec, run, budget.calibration_steps + 1)
         work = self.folder / "calibration" / run.name
@@ -243,6 +251,30 @@ class _GridRun:
                 f"{run.run_dir}: finished with a configuration that differs from the grid's in {', '.join(diff)}; "
                 f"restore the grid file (and {STATE_NAME}), or delete the run folder to train it again"
             )
+
+
+def scaled_calibration(measured: dict[str, Any], budget: BudgetSpec, source: Path) -> dict[str, Any]:
+    """A calibration entry of ``budget`` from a pair's cost measured by another grid's calibration.
+
+    Args:
+        measured: the other grid's calibration entry of the pair (its ``cpu_per_step`` and measurement).
+        budget: this grid's budget.
+        source: the other grid's state file, recorded in the entry.
+
+    Returns:
+        The entry, with the iterations of ``budget`` at the measured cost and the measurement's own
+        ``measured_steps``, ``calibration_steps`` and code version.
+    """
+    cost = float(measured["cpu_per_step"])
+    return {
+        "iterations": iterations_for_budget(budget.cpu_seconds, cost),
+        "cpu_per_step": cost,
+        "measured_steps": measured.get("measured_steps"),
+        "budget_cpu_seconds": budget.cpu_seconds,
+        "calibration_steps": measured.get("calibration_steps"),
+        "version": measured.get("version"),
+        "calibrated_in": str(source),
+    }
 
 
 def select_runs(
@@ -295,6 +327,9 @@ def _print_plan(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Echo
             steps = f"{given} steps ({how})"
         elif stored is not None:
             steps = f"{stored['iterations']} steps (calibrated)"
+        elif (derived := _derived_calibration(spec, source.pair)) is not None:
+            steps = f"{derived['iterations']} steps (at the cost measured in {spec.budget.calibration_from})"
+            stored = derived
         else:
             steps = "steps: to calibrate"
         # Surfaces config errors before any training.
@@ -302,6 +337,14 @@ def _print_plan(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Echo
         if source is not run:
             steps += f", branched from {source.method}"
         echo(f"[{i}/{len(runs)}] {run.describe()}: {run_status(run.run_dir).value}, {steps}")
+
+
+def _derived_calibration(spec: GridSpec, pair: str) -> dict[str, Any] | None:
+    """The calibration entry ``budget.calibration_from`` gives ``pair``, or ``None``."""
+    if spec.budget is None or spec.budget.calibration_from is None:
+        return None
+    measured = GridState(spec.budget.calibration_from.parent).calibration(pair)
+    return None if measured is None else scaled_calibration(measured, spec.budget, spec.budget.calibration_from)
 
 
 def budget_note(spec: GridSpec, state: GridState) -> str:
@@ -331,6 +374,15 @@ def budget_note(spec: GridSpec, state: GridState) -> str:
         f"step count calibrated to it ({b.calibration_steps}-step measurement; docs/benchmark.md)"
     )
     text += f": {'; '.join(pairs)}." if pairs else "."
+    reused = sorted(
+        pair for pair, entry in state.data["calibration"].items()
+        if entry.get("calibrated_in") and pair.rsplit("/", 1)[0] in calibrated
+    )
+    if reused:
+        text += (
+            f" The step costs of {', '.join(reused)} are those measured by the calibration of "
+            f"{b.calibration_from or 'another grid'}, scaled to this budget."
+        )
     given = [
         f"{m.name}: {iterations_for_budget(b.cpu_seconds, m.cpu_per_step)} steps at {m.cpu_per_step:.3g} CPU s/step"
         for m in spec.methods if m.cpu_per_step is not None
