@@ -23,7 +23,6 @@ figures for benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 import yaml
 
 from uncol.methods.registry import summary_images_trained
+from uncol.report.rundata import read_csv_columns
 from uncol.runs import load_run_config
 
 #: Per-step pseudo-label figures of UnCoL's stage 2, in report order (``uncol.methods.uncol.method``).
@@ -42,27 +42,23 @@ STAGE2_COLUMNS = (
 )
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def _read_columns(path: Path) -> dict[str, list[float]]:
     if not path.exists():
         raise ValueError(f"{path}: missing")
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv_columns(path)
 
 
-def _number(value: str | None) -> float:
-    try:
-        return float(value) if value not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
-
-
-def stage_means(rows: list[dict[str, str]], parts: int) -> list[dict[str, float]]:
+def stage_means(columns: dict[str, list[float]], parts: int) -> list[dict[str, float]]:
     """Means of :data:`STAGE2_COLUMNS` over ``parts`` consecutive, equal parts of the stage-2 rows.
+
+    Args:
+        columns: a run's ``log.csv`` as ``{column: values}`` (:func:`uncol.report.rundata.read_csv_columns`).
+        parts: how many parts.
 
     Each part also gets ``first_step`` and ``last_step``. Empty values (a figure a run did not log)
     are left out of the mean; a figure never logged in a part is ``nan``.
     """
-    stage2 = [r for r in rows if _number(r.get("stage")) == 2.0]
+    stage2 = [i for i, stage in enumerate(columns.get("stage", [])) if stage == 2.0]
     if not stage2:
         return []
     out = []
@@ -70,9 +66,11 @@ def stage_means(rows: list[dict[str, str]], parts: int) -> list[dict[str, float]
         chunk = stage2[len(stage2) * i // parts: len(stage2) * (i + 1) // parts]
         if not chunk:
             continue
-        part: dict[str, float] = {"first_step": int(chunk[0]["step"]), "last_step": int(chunk[-1]["step"])}
+        steps = columns["step"]
+        part: dict[str, float] = {"first_step": int(steps[chunk[0]]), "last_step": int(steps[chunk[-1]])}
         for col in STAGE2_COLUMNS:
-            values = [v for v in (_number(r.get(col)) for r in chunk) if not math.isnan(v)]
+            logged = columns.get(col, [])
+            values = [logged[r] for r in chunk if r < len(logged) and not math.isnan(logged[r])]
             part[col] = sum(values) / len(values) if values else math.nan
         out.append(part)
     return out
@@ -97,10 +95,16 @@ def summarise(run: Path, parts: int = 3) -> dict[str, Any]:
         raise ValueError(f"{run}: not finished (no metrics_test.json or summary.json)")
     summary = json.loads(summary_path.read_text())
     test = json.loads(metrics_path.read_text())["summary"]["mean"]["dice"]["mean"]
-    rows = _read_csv(run / "log.csv")
-    stage1_steps = [int(r["step"]) for r in rows if _number(r.get("stage")) == 1.0]
+    log = _read_columns(run / "log.csv")
+    # Columns of one CSV have equal lengths; a column the run never logged is empty.
+    stages = zip(log.get("step", []), log.get("stage", []), strict=False)
+    stage1_steps = [int(step) for step, stage in stages if stage == 1.0]
     last_stage1 = max(stage1_steps) if stage1_steps else 0
-    val = [(int(r["step"]), _number(r["dice_mean"])) for r in _read_csv(run / "val.csv")]
+    val_columns = _read_columns(run / "val.csv")
+    val = [
+        (int(step), dice)
+        for step, dice in zip(val_columns.get("step", []), val_columns.get("dice_mean", []), strict=False)
+    ]
     before = [d for s, d in val if s <= last_stage1]
     best_step, best = max(val, key=lambda sv: sv[1]) if val else (None, math.nan)
     # The images the steps trained on (stage 1 does not read the unlabeled images drawn with it).
@@ -117,7 +121,7 @@ def summarise(run: Path, parts: int = 3) -> dict[str, Any]:
         "val_best": best,
         "val_best_step": best_step,
         "val_last": val[-1][1] if val else math.nan,
-        "stage2": stage_means(rows, parts),
+        "stage2": stage_means(log, parts),
     }
 
 

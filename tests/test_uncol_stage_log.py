@@ -65,5 +65,5 @@ def test_unfinished_runs_and_other_methods_are_refused(tmp_path):
             script.summarise(_run(tmp_path, finished=False))
         with pytest.raises(ValueError, match="method 'bcp', not uncol"):
             script.summarise(_run(tmp_path, "bcp"))
-        assert script.stage_means([{"step": "1", "stage": "1"}], 3) == []
-        assert math.isnan(script.stage_means([{"step": "1", "stage": "2", "threshold": ""}], 1)[0]["threshold"])
+        assert script.stage_means({"step": [1.0], "stage": [1.0]}, 3) == []
+        assert math.isnan(script.stage_means({"step": [1.0], "stage": [2.0], "threshold": [math.nan]}, 1)[0]["threshold"])
