@@ -190,6 +190,15 @@ def test_tables_mean_std_paired_intervals_and_missing_cells():
     second = text.split("## Paired Dice difference to new")[1].splitlines()
     assert "| 7 | sup | -5.00 [-5.00, -5.00] | -5.00 [-5.00, -5.00] | -5.00 [-5.00, -5.00], n=5 |" in second
     assert not any(ln.startswith("| 7 | new |") for ln in second)
+    # A labeled amount the compared method is not planned for (supervised on all labels) gets no row of
+    # dashes in its table; in the reference's table a planned but unfinished pairing still shows its dashes.
+    rows_all = rows + synthetic_rows("sup", 0, 100, dict.fromkeys(cases, 0.9))
+    text = render_tables(rows_all, dataset="d", cells=[(3, "sup"), (3, "new"), (7, "sup"), (7, "new"), (100, "sup")],
+                         seeds=[0, 1], reference="sup", budget_note="BUDGET", compare_to=["new"])
+    first, second = text.split("## Paired Dice difference to new")
+    assert f"| 3 | new | {MISSING} | {MISSING} | {MISSING} |" in first.splitlines()
+    assert not any(ln.startswith("| 100 |") for ln in second.splitlines())
+    assert any(ln.startswith("| 3 | sup |") for ln in second.splitlines())
 
 
 def test_tables_name_the_distance_unit_the_evaluations_report():

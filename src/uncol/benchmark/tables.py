@@ -129,8 +129,11 @@ def paired_table(
         "| labeled | method | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled over seeds |",
         "|---|---|" + "---|" * (len(seeds) + 1),
     ]
+    planned_cells = set(cells)
     for labeled, method in cells:
-        if method == reference:
+        # A labeled amount the reference is not planned for has nothing to pair with (supervised training on
+        # all labels against a semi-supervised reference); a row of dashes would read as runs still missing.
+        if method == reference or (labeled, reference) not in planned_cells:
             continue
         per_seed = []
         texts = []
