@@ -596,6 +596,7 @@ def test_calibration_from_another_grid_scales_its_measured_costs_to_this_budget(
                 "budget_cpu_seconds": budget_cpu_seconds, "calibration_steps": steps, "version": version.to_json()}
 
     monkeypatch.setattr(uncol.benchmark.runner, "calibrate", fake_calibration)
+    monkeypatch.chdir(tmp_path)  # the repository root, where grids are run from
     # The grid measured at half the budget: its pair supervised/2 cost 0.25 CPU s per step there.
     measured = tmp_path / "half_budget"
     measured.mkdir()
@@ -619,10 +620,10 @@ def test_calibration_from_another_grid_scales_its_measured_costs_to_this_budget(
     state = json.loads((tmp_path / "out" / "grid_state.json").read_text())
     entry = state["calibration"]["supervised/2"]
     assert entry["cpu_per_step"] == 0.25 and entry["budget_cpu_seconds"] == 1.0 and entry["measured_steps"] == 18
-    assert entry["version"]["commit"] == "abc1234" and entry["calibrated_in"].endswith("grid_state.json")
+    assert entry["version"]["commit"] == "abc1234" and entry["calibrated_in"] == "half_budget/grid_state.json"  # no machine's folder layout in the record
     assert "calibrated_in" not in state["calibration"]["supervised/3"]
     tables = (tmp_path / "out" / "tables.md").read_text()
-    assert "The step costs of supervised/2 are those measured by the calibration of" in tables
+    assert "The step costs of supervised/2 are those measured by the calibration of half_budget/grid_state.json," in tables
 
 
 def test_two_processes_train_one_grid_without_repeating_a_run(tmp_path):

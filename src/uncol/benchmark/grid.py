@@ -408,3 +408,13 @@ class _Parser:
 def path_of(p: Path) -> Path:
     """``p`` made absolute without resolving symbolic links (error messages keep the user's names)."""
     return p if p.is_absolute() else Path.cwd() / p
+
+
+def shown_path(p: Path) -> str:
+    """``p`` as written into committed records (tables, grid state): relative to the working directory (the
+    repository root, where grids are run from) when it lies under it, so that no machine's own folder
+    layout ends up in them; as given otherwise."""
+    try:
+        return str(path_of(p).relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)

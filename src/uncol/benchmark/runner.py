@@ -18,7 +18,7 @@ from uncol.atomic import atomic_write_text
 from uncol.benchmark.archive import archive_output, archive_run, archive_state, restore
 from uncol.benchmark.calibration import calibrate
 from uncol.benchmark.figure import plot_dice_vs_labeled
-from uncol.benchmark.grid import BudgetSpec, GridSpec, format_labeled, load_grid, path_of
+from uncol.benchmark.grid import BudgetSpec, GridSpec, format_labeled, load_grid, path_of, shown_path
 from uncol.benchmark.plan import (
     PlannedRun,
     RunStatus,
@@ -229,7 +229,7 @@ class _GridRun:
         if entry is not None:
             self.state.set_calibration(run.pair, entry)
             self.echo(
-                f"{run.pair}: {entry['cpu_per_step']:.3g} CPU s/step as measured in {budget.calibration_from} "
+                f"{run.pair}: {entry['cpu_per_step']:.3g} CPU s/step as measured in {shown_path(budget.calibration_from)} "
                 f"-> {entry['iterations']} steps in {budget.cpu_seconds:g} CPU s"
             )
             return int(entry["iterations"])
@@ -273,7 +273,7 @@ def scaled_calibration(measured: dict[str, Any], budget: BudgetSpec, source: Pat
         "budget_cpu_seconds": budget.cpu_seconds,
         "calibration_steps": measured.get("calibration_steps"),
         "version": measured.get("version"),
-        "calibrated_in": str(source),
+        "calibrated_in": shown_path(source),
     }
 
 
@@ -328,7 +328,7 @@ def _print_plan(spec: GridSpec, folder: Path, runs: list[PlannedRun], echo: Echo
         elif stored is not None:
             steps = f"{stored['iterations']} steps (calibrated)"
         elif (derived := _derived_calibration(spec, source.pair)) is not None:
-            steps = f"{derived['iterations']} steps (at the cost measured in {spec.budget.calibration_from})"
+            steps = f"{derived['iterations']} steps (at the cost measured in {shown_path(spec.budget.calibration_from)})"
             stored = derived
         else:
             steps = "steps: to calibrate"
@@ -381,7 +381,7 @@ def budget_note(spec: GridSpec, state: GridState) -> str:
     if reused:
         text += (
             f" The step costs of {', '.join(reused)} are those measured by the calibration of "
-            f"{b.calibration_from or 'another grid'}, scaled to this budget."
+            f"{shown_path(b.calibration_from) if b.calibration_from else 'another grid'}, scaled to this budget."
         )
     given = [
         f"{m.name}: {iterations_for_budget(b.cpu_seconds, m.cpu_per_step)} steps at {m.cpu_per_step:.3g} CPU s/step"
